@@ -1,0 +1,29 @@
+"""blspeech models: the Big-Little module, residual blocks, backbones and the registry.
+
+This package imports nothing from training, decoding or the CLI, so it can be vendored
+into other pipelines on its own.
+"""
+
+from . import vision  # noqa: F401  (registers the vision models)
+from .big_little import BigLittleModule
+from .blocks import BasicBlock, Bottleneck, SqueezeExcite, make_stage
+from .registry import (
+    build_model,
+    build_model_from_config,
+    list_models,
+    model_defaults,
+    register_model,
+)
+
+__all__ = [
+    "BasicBlock",
+    "BigLittleModule",
+    "Bottleneck",
+    "SqueezeExcite",
+    "build_model",
+    "build_model_from_config",
+    "list_models",
+    "make_stage",
+    "model_defaults",
+    "register_model",
+]
