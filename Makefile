@@ -1,0 +1,52 @@
+# blspeech: the README's commands. Each target sets up what it needs.
+#   make test   - create/refresh .venv, install Debian packages (as root), run the test suite
+#   make demo   - the embedded recipe end to end (arrives with recipes/telephony_mini)
+#   make setup  - only the set-up: .venv with blspeech editable + extras dev,vision
+#   make lint   - ruff
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+# Debian packages the recipes and tests use (audio tools, synthesis, NIST sclite).
+DEB_PACKAGES := sox espeak-ng flite sctk
+PYTEST_ARGS ?=
+
+.PHONY: setup deb test demo lint clean-venv
+
+setup: $(STAMP) deb
+
+# Re-install when the package metadata changes (a stale venv is rebuilt in place).
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,vision]'
+	touch $(STAMP)
+
+deb:
+	@missing=""; \
+	for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else \
+	  echo "Debian packages missing:$$missing"; \
+	  echo "install them with: sudo apt-get install -y$$missing"; \
+	fi
+
+test: setup
+	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+demo:
+	@echo "make demo: the embedded telephony recipe (recipes/telephony_mini) is not written yet;"
+	@echo "it arrives with issue 5. Today you can run: make test, or"
+	@echo "  .venv/bin/blspeech profile bl_resnet50 --input-shape 3,224,224"
+	@exit 1
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean-venv:
+	rm -rf $(VENV)
