@@ -7,6 +7,7 @@ into other pipelines on its own.
 from . import vision  # noqa: F401  (registers the vision models)
 from .big_little import BigLittleModule
 from .blocks import BasicBlock, Bottleneck, SqueezeExcite, make_stage
+from .bn_fold import fuse
 from .registry import (
     build_model,
     build_model_from_config,
@@ -22,6 +23,7 @@ __all__ = [
     "SqueezeExcite",
     "build_model",
     "build_model_from_config",
+    "fuse",
     "list_models",
     "make_stage",
     "model_defaults",

@@ -96,11 +96,25 @@ class BigLittleModule(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         little = self.little_e(self.little(x))
-        big = self.big(x)
-        if big.shape[2:] != little.shape[2:]:
-            if self.merge == "nearest":
-                big = F.interpolate(big, size=little.shape[2:], mode="nearest")
-            else:
-                big = F.interpolate(big, size=little.shape[2:], mode="bilinear",
-                                    align_corners=False)
-        return self.fusion(torch.relu(big + little))
+        add_upsampled_(little, self.big(x), self.merge)
+        return self.fusion(torch.relu_(little))
+
+
+def add_upsampled_(little: torch.Tensor, big: torch.Tensor, mode: str = "nearest"
+                   ) -> torch.Tensor:
+    """``little += interpolate(big, size=little.shape[2:], mode=mode)``, in place.
+
+    For nearest merges where each axis of ``little`` is exactly 1x or 2x that of ``big``
+    (even sizes), upsampling only repeats elements, so ``big`` is added through a broadcast
+    view and the upsampled copy is never built; the result is bit-identical to
+    ``F.interpolate``. Other sizes (odd maps) go through ``F.interpolate``.
+    """
+    (b, c, h, w), (lh, lw) = big.shape, little.shape[2:]
+    if (h, w) == (lh, lw):
+        return little.add_(big)
+    fh, fw = lh // h, lw // w
+    if mode == "nearest" and fh in (1, 2) and fw in (1, 2) and (lh, lw) == (fh * h, fw * w):
+        little.view(b, c, h, fh, w, fw).add_(big.view(b, c, h, 1, w, 1))
+        return little
+    kwargs = {"align_corners": False} if mode == "bilinear" else {}
+    return little.add_(F.interpolate(big, size=(lh, lw), mode=mode, **kwargs))

@@ -29,8 +29,9 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, reduction: int = 16) -> None:
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1)
+        hidden = max(1, channels // reduction)  # narrow speech blocks would round to 0
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = x.mean(dim=(2, 3), keepdim=True)
@@ -81,11 +82,12 @@ class _Residual(nn.Module):
         return self.bn3 if hasattr(self, "bn3") else self.bn2
 
     def _finish(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        # In-place add/ReLU on fresh intermediates (as torchvision does): autograd-safe,
+        # and it saves a full read/write of the block's output at inference.
         if self.se_layer is not None:
             out = self.se_layer(out)
-        shortcut = x if self.downsample is None else self.downsample(x)
-        out = out + shortcut
-        return torch.relu(out) if self.last_relu else out
+        out += x if self.downsample is None else self.downsample(x)
+        return torch.relu_(out) if self.last_relu else out
 
 
 class BasicBlock(_Residual):
@@ -119,7 +121,7 @@ class BasicBlock(_Residual):
         self.last_relu = last_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu_(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self._finish(out, x)
 
@@ -171,8 +173,8 @@ class Bottleneck(_Residual):
         self.last_relu = last_relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(self.conv1(x)))
-        out = torch.relu(self.bn2(self.conv2(out)))
+        out = torch.relu_(self.bn1(self.conv1(x)))
+        out = torch.relu_(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self._finish(out, x)
 

@@ -81,13 +81,13 @@ class BLResNet(nn.Module):
         init_weights(self)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn1(self.conv1(x)))
+        x = torch.relu_(self.bn1(self.conv1(x)))
         big = self.bn_b0(self.b_conv0(x))
-        little = torch.relu(self.bn_l0(self.l_conv0(x)))
-        little = torch.relu(self.bn_l1(self.l_conv1(little)))
+        little = torch.relu_(self.bn_l0(self.l_conv0(x)))
+        little = torch.relu_(self.bn_l1(self.l_conv1(little)))
         little = self.bn_l2(self.l_conv2(little))
-        x = torch.relu(big + little)
-        return torch.relu(self.bn_bl_init(self.bl_init(x)))
+        little += big
+        return torch.relu_(self.bn_bl_init(self.bl_init(torch.relu_(little))))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature map before pooling: (B, C, H/32, W/32)."""
@@ -124,7 +124,7 @@ class ResNet(nn.Module):
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.maxpool(torch.relu_(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
