@@ -1,0 +1,47 @@
+"""``blspeech`` command line: a thin layer over library functions.
+
+Each sub-command parses its options and calls one function of the library; results that
+scripts read are printed as JSON. User mistakes end with one ``error:`` line and exit
+code 2, never a traceback. Commands live in one module per area (``models``, ...), each
+with a ``register(subparsers)`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from ..errors import UserError
+
+#: Modules of this package that add sub-commands, in ``--help`` order.
+COMMAND_MODULES = ("models",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blspeech",
+        description="Big-Little Network acoustic models: models, profiling, training, decoding.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        # Library functions raise these for bad user input; show the message, not a trace.
+        print(f"blspeech {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
