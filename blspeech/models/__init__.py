@@ -4,7 +4,7 @@ This package imports nothing from training, decoding or the CLI, so it can be ve
 into other pipelines on its own.
 """
 
-from . import vision  # noqa: F401  (registers the vision models)
+from . import speech, vision  # noqa: F401  (register the speech and vision models)
 from .big_little import BigLittleModule
 from .blocks import BasicBlock, Bottleneck, SqueezeExcite, make_stage
 from .bn_fold import fuse
