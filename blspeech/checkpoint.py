@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fileio import atomic_write
+
 FORMAT_VERSION = 1
 
 
@@ -113,27 +115,12 @@ def make_checkpoint(
 def save_checkpoint(path: str | os.PathLike, checkpoint: Mapping[str, Any]) -> None:
     """Write ``checkpoint`` atomically: readers see the old file or the new one, never half.
 
-    The data goes to a temporary file in the same directory (so ``os.replace`` is a rename
-    on one filesystem), is fsynced, then renamed over ``path``; the directory is fsynced
-    too so that the rename survives a power loss.
+    The data goes to a temporary file in the same directory, is fsynced, then renamed over
+    ``path``; the directory is fsynced too so that the rename survives a power loss.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        # mkstemp creates 0600; give the file the permissions a plain open() would.
-        os.fchmod(fd, _default_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(checkpoint), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(directory)
+    with atomic_write(path, "wb") as f:
+        torch.save(dict(checkpoint), f)
+    _fsync_dir(os.path.dirname(os.path.abspath(os.fspath(path))))
 
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -182,12 +169,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
         raise ValueError(f"{path} is not a blspeech training checkpoint "
                          "(expected a dict with 'model' and 'model_config')")
     return ckpt
-
-
-def _default_file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _fsync_dir(directory: str) -> None:

@@ -6,6 +6,7 @@ emitted (for word times), and the score.
 
 Example:
     >>> import torch
+    >>> _ = torch.manual_seed(0)
     >>> lp = torch.log_softmax(torch.randn(50, 8) * 10, dim=-1)  # peaky, like trained CTC
     >>> greedy(lp).tokens == prefix_beam_search(lp, beam=4)[0].tokens
     True

@@ -16,6 +16,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .fileio import atomic_write
+
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 
 
@@ -105,8 +107,6 @@ def train_ngram(sentences: Iterable[str], order: int = 3, discount: float = 0.75
 
 def write_arpa(lm: NgramLM, path: str | os.PathLike) -> None:
     """Write the model as an ARPA file (atomically)."""
-    from .kaldi import atomic_write
-
     with atomic_write(path) as f:
         f.write("\n\\data\\\n")
         for n in range(1, lm.order + 1):

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import UserError
+from .fileio import atomic_write
 
 BLANK, UNK, WORD_START = "<blank>", "<unk>", "\u2581"
 
@@ -98,8 +99,6 @@ class Tokenizer:
 
     def write_tokens(self, path: str | os.PathLike) -> None:
         """Write ``tokens.txt`` (``token id`` per line)."""
-        from .kaldi import atomic_write
-
         with atomic_write(path) as f:
             for i, tok in enumerate(self.tokens):
                 f.write(f"{tok} {i}\n")
@@ -199,8 +198,6 @@ class BPETokenizer(Tokenizer):
 
     def save_model(self, path: str | os.PathLike) -> None:
         """Write the sentencepiece ``.model`` file (usable with sentencepiece directly)."""
-        from .kaldi import atomic_write
-
         with atomic_write(path, "wb") as f:
             f.write(self._proto)
 
