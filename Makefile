@@ -8,7 +8,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 # Debian packages the recipes and tests use (audio tools, synthesis, NIST sclite).
-DEB_PACKAGES := sox espeak-ng flite sctk
+DEB_PACKAGES := sox espeak-ng flite sctk asterisk-core-sounds-en-wav asterisk-core-sounds-en
 PYTEST_ARGS ?=
 
 .PHONY: setup deb test demo lint clean-venv
