@@ -108,17 +108,8 @@ def fix_data_dir(path: str | os.PathLike, *, check_files: bool = True) -> dict:
         raise UserError(f"{path}: fixing would drop all {len(before['utterances'])} utterances; "
                         f"nothing was changed. See 'blspeech validate-data-dir {path}'.")
 
-    used_recos = {reco_of(u) for u in utts}
-    speakers = {spk_of[u] for u in utts}
-    fixed = DataDir(path=path, extra=d.extra)
-    for name, entries in tables.items():
-        if name in UTT_TABLES or name == "segments" or (name == "wav.scp" and not segs):
-            wanted = utts
-        elif name in SPK_TABLES:
-            wanted = utts if per_utterance(d, name) else speakers
-        else:
-            wanted = used_recos
-        fixed.tables[name] = {k: e for k, e in entries.items() if k in wanted}
+    fixed = DataDir(tables, path=path, extra=d.extra).subset(utts)
+    used_recos, speakers = set(fixed.recordings()), set(fixed.speakers())
 
     backup = os.path.join(path, BACKUP_DIR)
     os.makedirs(backup, exist_ok=True)
