@@ -55,6 +55,8 @@ class SpeechDataset(Dataset):
             ``'utterance'`` (stats in ``data_dir/cmvn.scp``, keyed by speaker / utterance).
         norm_vars: CMVN also scales to unit variance (not just mean removal).
         transcripts: read ``text``; ``False`` for unlabelled data (``text`` is then None).
+        allow_commands: run ``wav.scp`` commands (``source='audio'``); ``False`` refuses
+            them, as ``BLSPEECH_NO_WAVSCP_COMMANDS=1`` does (see :mod:`blspeech.audio`).
 
     ``lengths`` (frames per utterance) is known without reading any features, for
     :class:`BucketingBatchSampler`. Inconsistent files raise :class:`UserError` naming
@@ -68,7 +70,8 @@ class SpeechDataset(Dataset):
 
     def __init__(self, data_dir: str | os.PathLike, *, source: str = "feats",
                  frontend: Mapping[str, Any] | None = None, cmvn: str = "none",
-                 norm_vars: bool = True, transcripts: bool = True) -> None:
+                 norm_vars: bool = True, transcripts: bool = True,
+                 allow_commands: bool | None = None) -> None:
         self.data_dir = os.fspath(data_dir)
         if not os.path.isdir(self.data_dir):
             raise UserError(f"data dir {self.data_dir} does not exist or is not a directory")
@@ -83,7 +86,7 @@ class SpeechDataset(Dataset):
         if source == "feats":
             self._init_feats()
         else:
-            self._init_audio(frontend)
+            self._init_audio(frontend, allow_commands)
         self._index = {u: i for i, u in enumerate(self.utts)}
         self.speakers = self._read_speakers()
         self.texts = self._read_texts() if transcripts else None
@@ -153,7 +156,8 @@ class SpeechDataset(Dataset):
 
     # -- features computed from audio
 
-    def _init_audio(self, frontend: Mapping[str, Any] | None) -> None:
+    def _init_audio(self, frontend: Mapping[str, Any] | None,
+                    allow_commands: bool | None) -> None:
         from .audio import AudioReader
         from .extract import FBANK_CONF, load_frontend_config
         from .features import LogMel
@@ -163,7 +167,8 @@ class SpeechDataset(Dataset):
             frontend, where = load_frontend_config(self._path(FBANK_CONF)), self._path(FBANK_CONF)
         frontend = dict(frontend or {})
         # Without a configured rate, use the first utterance's, as compute-feats does.
-        self._reader = AudioReader(self.data_dir, frontend.get("sample_rate"))
+        self._reader = AudioReader(self.data_dir, frontend.get("sample_rate"),
+                                   allow_commands=allow_commands)
         self.utts = list(self._reader.utterance_ids)
         if not self.utts:
             raise UserError(f"{self._path('wav.scp')} lists no utterances")
