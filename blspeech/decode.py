@@ -1,8 +1,17 @@
-"""CTC decoding: greedy and prefix beam search, with word timings for CTM output.
+"""CTC decoding: search algorithms, word timings, and decoding a whole data dir.
 
-Both decoders take log-probabilities ``(T, V)`` (one utterance) with blank id 0 and
-return :class:`Hypothesis` objects holding token ids, the frame at which each token was
-emitted (for word times), and the score.
+Search takes log-probabilities ``(T, V)`` with blank id 0 and returns :class:`Hypothesis`
+objects holding token ids, the frame at which each token was emitted (for word times)
+and the score:
+
+* :func:`greedy` / :func:`greedy_batch` -- best path (the batch version is vectorized);
+* :func:`prefix_beam_search` -- CTC prefix beam search without a language model;
+* :class:`~blspeech.lm_decode.LexiconLMDecoder` -- lexicon-constrained beam search with a
+  word n-gram LM (ARPA) through torchaudio's flashlight decoder (``method='lm'``).
+
+:func:`decode_data_dir` runs a trained model (:func:`load_acoustic_model`) over a Kaldi
+data dir and writes ``text``, ``ctm`` and, when the data dir has transcripts, ``wer.json``
+and ``wer.txt``.
 
 Example:
     >>> import torch
@@ -10,22 +19,42 @@ Example:
     >>> lp = torch.log_softmax(torch.randn(50, 8) * 10, dim=-1)  # peaky, like trained CTC
     >>> greedy(lp).tokens == prefix_beam_search(lp, beam=4)[0].tokens
     True
+    >>> decode_data_dir("exp/ctc/best.pt", "data/test", "exp/ctc/decode_test",
+    ...                 method="beam", beam=8)["wer"]              # doctest: +SKIP
+    12.5
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
-from collections.abc import Sequence
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+
+from .errors import UserError
+from .inference import AcousticModelBundle, load_acoustic_model
+
+METHODS = ("greedy", "beam", "lm")
+#: Beam widths when none is given: prefix beam search is Python (small beam); the
+#: lexicon search runs in C++ and needs room for several spellings per word prefix.
+DEFAULT_BEAM = {"beam": 8, "lm": 32}
 
 
 @dataclass
 class Hypothesis:
+    """A decoded utterance: token ids, their emission frames, score, and (LM search) words."""
+
     tokens: list[int]
     frames: list[int] = field(default_factory=list)  # emission frame of each token
     score: float = 0.0  # log-probability (of the best path for greedy, of the prefix for beam)
+    words: list[str] | None = None  # lexicon words (LM search); None: spell from the tokens
 
 
 def greedy(log_probs: torch.Tensor, blank: int = 0) -> Hypothesis:
@@ -43,8 +72,30 @@ def greedy(log_probs: torch.Tensor, blank: int = 0) -> Hypothesis:
 
 def greedy_batch(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0
                  ) -> list[Hypothesis]:
-    """:func:`greedy` over a padded batch ``(B, T, V)``."""
-    return [greedy(log_probs[i, : int(n)], blank) for i, n in enumerate(lengths)]
+    """:func:`greedy` over a padded batch ``(B, T, V)``, vectorized (on the tensors' device).
+
+    Example:
+        >>> lp = torch.log_softmax(torch.randn(2, 30, 5) * 5, dim=-1)
+        >>> lengths = torch.tensor([30, 17])
+        >>> hyps = greedy_batch(lp, lengths)
+        >>> hyps[1].tokens == greedy(lp[1, :17]).tokens
+        True
+    """
+    if log_probs.shape[1] == 0:
+        return [Hypothesis([], [], 0.0) for _ in range(log_probs.shape[0])]
+    best = log_probs.argmax(dim=-1)  # (B, T)
+    lengths = lengths.to(best.device)
+    valid = torch.arange(best.shape[1], device=best.device)[None] < lengths[:, None]
+    frame_scores = log_probs.gather(-1, best[..., None]).squeeze(-1).double()
+    scores = frame_scores.masked_fill(~valid, 0.0).sum(dim=1)
+    prev = torch.nn.functional.pad(best[:, :-1], (1, 0), value=blank)
+    emit = valid & (best != blank) & (best != prev)
+    best, emit, scores = best.cpu(), emit.cpu(), scores.cpu().tolist()
+    out = []
+    for i in range(best.shape[0]):
+        frames = emit[i].nonzero().squeeze(1)
+        out.append(Hypothesis(best[i, frames].tolist(), frames.tolist(), scores[i]))
+    return out
 
 
 def _logadd(a: float, b: float) -> float:
@@ -111,19 +162,26 @@ def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, blank: int = 0,
 
 
 def word_times(tokens: Sequence[str], frames: Sequence[int], frame_seconds: float,
-               word_start: str = "\u2581") -> list[tuple[str, float, float]]:
+               word_start: str = "\u2581", end_frames: Sequence[int] | None = None
+               ) -> list[tuple[str, float, float]]:
     """``(word, start, duration)`` from emitted token pieces and their frames.
 
     A word starts at a piece beginning with ``▁`` and lasts until its last piece's frame
-    (plus one frame). Blanks are not in ``tokens``.
+    (plus one frame); with ``end_frames`` (the last frame of each piece, as a forced
+    alignment knows it) until its last piece's end frame. Blanks are not in ``tokens``.
+
+    Example:
+        >>> word_times(["\u2581a", "b", "\u2581c"], [0, 2, 5], 0.25)
+        [('ab', 0.0, 0.75), ('c', 1.25, 0.25)]
     """
+    ends = frames if end_frames is None else end_frames
     words: list[list] = []
-    for piece, frame in zip(tokens, frames, strict=True):
+    for piece, frame, end in zip(tokens, frames, ends, strict=True):
         if piece.startswith(word_start) or not words:
-            words.append([piece.lstrip(word_start), frame, frame])
+            words.append([piece.lstrip(word_start), frame, end])
         else:
             words[-1][0] += piece
-            words[-1][2] = frame
+            words[-1][2] = end
     out = []
     for text, first, last in words:
         if text:
@@ -135,3 +193,206 @@ def format_ctm(utt: str, words: Sequence[tuple[str, float, float]], channel: str
                ) -> list[str]:
     """CTM lines ``utt channel start duration word`` (times in seconds, 2 decimals)."""
     return [f"{utt} {channel} {start:.2f} {dur:.2f} {word}" for word, start, dur in words]
+
+
+def hypothesis_words(hyp: Hypothesis, tokenizer: Any) -> list[str]:
+    """The words of a hypothesis: the lexicon words of an LM search, else the detokenized
+    token pieces."""
+    if hyp.words is not None:
+        return list(hyp.words)
+    return tokenizer.decode(hyp.tokens).split()
+
+
+def hypothesis_ctm(utt: str, hyp: Hypothesis, tokenizer: Any, frame_seconds: float
+                   ) -> list[str]:
+    """CTM lines of one hypothesis; word times come from its tokens' emission frames."""
+    tokens = tokenizer.tokens
+    words = word_times([tokens[t] for t in hyp.tokens], hyp.frames, frame_seconds)
+    if hyp.words is not None and len(hyp.words) == len(words):
+        # The lexicon's spelling of a word is the tokenizer's, so the pieces group into
+        # the same words; name them as the LM search did.
+        words = [(w, start, dur) for w, (_, start, dur) in zip(hyp.words, words, strict=True)]
+    return format_ctm(utt, words)
+
+
+# --- decoding a data dir ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    if not threads:
+        yield
+        return
+    if threads < 1:
+        raise UserError(f"threads must be positive, got {threads}")
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: int | None,
+              lm: str | os.PathLike | None, lexicon: str | os.PathLike | None,
+              lm_weight: float, word_score: float):
+    """``search(log_probs (B, T, V), lengths) -> list[Hypothesis]`` for ``method``."""
+    if method == "greedy":
+        return greedy_batch
+    if method == "beam":
+        def beam_search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
+            lp = log_probs.cpu()
+            return [prefix_beam_search(lp[i, : int(n)], beam=beam, token_prune=token_prune)[0]
+                    for i, n in enumerate(lengths.tolist())]
+        return beam_search
+    from .lm_decode import LexiconLMDecoder
+
+    decoder = LexiconLMDecoder(bundle.tokenizer, lm, lexicon=lexicon, beam=beam,
+                               lm_weight=lm_weight, word_score=word_score,
+                               token_prune=token_prune)
+    return decoder.decode_batch
+
+
+def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
+                    data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
+                    method: str = "greedy", beam: int | None = None,
+                    lm: str | os.PathLike | None = None,
+                    lexicon: str | os.PathLike | None = None, lm_weight: float = 2.0,
+                    word_score: float = 0.0, token_prune: int | None = 16,
+                    max_frames: int = 20000, num_workers: int = 0, threads: int | None = None,
+                    device: str = "cpu", allow_wavscp_commands: bool | None = None,
+                    progress: bool = True) -> dict[str, Any]:
+    """Decode every utterance of ``data_dir`` and write the results to ``out_dir``.
+
+    Features are read as the model was trained (``feats.scp`` or audio, the same CMVN;
+    global statistics from the checkpoint) in length-sorted batches of at most
+    ``max_frames`` feature frames. ``method``: ``greedy`` (vectorized best path),
+    ``beam`` (prefix beam search, ``beam`` default 8) or ``lm`` (lexicon + word n-gram
+    LM search over the ARPA file ``lm``, ``beam`` default 32; words from ``lexicon``, a
+    file of ``word [piece ...]`` lines, else from the LM's unigrams; ``lm_weight``
+    scales the LM's log10 probabilities, ``word_score`` is added per word: tune both on
+    a dev set). ``token_prune`` keeps that many most likely tokens per frame in the
+    beam searches (None: all).
+
+    Writes, each file atomically and only after every utterance is decoded (an error
+    leaves earlier results untouched): ``text`` (``utt word ...``, sorted), ``ctm``
+    (``utt 1 start duration word``; times are output frame x frame shift x time
+    subsampling) and, when ``data_dir`` has ``text``, ``wer.json`` and ``wer.txt``
+    (references and hypotheses both normalized with the checkpoint's normalizer, sclite
+    counts). Returns a summary: ``utterances``, ``wer`` (None unscored), ``rtf`` (decode
+    seconds / audio seconds), ``seconds`` and more.
+
+    Example:
+        >>> s = decode_data_dir("exp/ctc/best.pt", "data/test", "exp/ctc/decode",
+        ...                     method="lm", lm="data/lm/3gram.arpa")   # doctest: +SKIP
+        >>> s["utterances"], s["wer"], s["rtf"]                           # doctest: +SKIP
+        (200, 14.2, 0.031)
+    """
+    started = time.perf_counter()
+    if method not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "lm" and lm is None:
+        raise UserError("method 'lm' needs an ARPA language model (--lm); train one with "
+                        "'blspeech train-lm'")
+    if method != "lm" and (lm is not None or lexicon is not None):
+        raise UserError(f"--lm and --lexicon are used by method 'lm' only, not {method!r}")
+    beam = DEFAULT_BEAM.get(method, 1) if beam is None else int(beam)
+    if beam < 1:
+        raise UserError(f"beam must be >= 1, got {beam}")
+    if token_prune is not None and token_prune < 1:
+        raise UserError(f"token_prune must be >= 1 or None, got {token_prune}")
+    bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
+              else load_acoustic_model(checkpoint, device))
+    # Build the search first: a bad LM or lexicon should fail before minutes of decoding.
+    search = _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight, word_score)
+    ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
+    hyps: dict[str, Hypothesis] = {}
+    with _torch_threads(threads):
+        decode_started = time.perf_counter()
+        for batch, log_probs, out_lengths in bundle.batches(
+                ds, max_frames=max_frames, num_workers=num_workers, progress=progress,
+                desc=f"decode ({method})"):
+            for utt, hyp in zip(batch["utts"], search(log_probs, out_lengths.cpu()),
+                                strict=True):
+                hyps[utt] = hyp
+        decode_seconds = time.perf_counter() - decode_started
+    audio_seconds = sum(ds.lengths) * bundle.frame_shift
+    scores = _write_results(bundle, ds, hyps, os.fspath(data_dir), os.fspath(out_dir))
+    return {"utterances": len(hyps), "method": method, **scores,
+            "rtf": round(decode_seconds / audio_seconds, 4) if audio_seconds else None,
+            "seconds": round(time.perf_counter() - started, 3),
+            "decode_seconds": round(decode_seconds, 3),
+            "audio_seconds": round(audio_seconds, 3),
+            "beam": beam if method != "greedy" else None, "out_dir": os.fspath(out_dir)}
+
+
+def _write_results(bundle: AcousticModelBundle, ds: Any, hyps: Mapping[str, Hypothesis],
+                   data_dir: str, out_dir: str) -> dict[str, Any]:
+    """Write text, ctm and (with references) wer.json/wer.txt; return the score summary."""
+    from .fileio import atomic_write
+    from .kaldi import write_table
+
+    tok = bundle.tokenizer
+    os.makedirs(out_dir, exist_ok=True)
+    texts = {utt: " ".join(hypothesis_words(h, tok)) for utt, h in hyps.items()}
+    ctm = []
+    for utt in sorted(hyps, key=str.encode):  # Kaldi's C-locale order
+        ctm += hypothesis_ctm(utt, hyps[utt], tok, bundle.frame_seconds)
+    write_table(os.path.join(out_dir, "text"), texts)
+    with atomic_write(os.path.join(out_dir, "ctm")) as f:
+        f.writelines(line + "\n" for line in ctm)
+    summary: dict[str, Any] = {"wer": None}
+    score_files = [os.path.join(out_dir, n) for n in ("wer.json", "wer.txt")]
+    if ds.texts is None:
+        for path in score_files:  # results of an earlier run would look like this one's
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return summary
+    from .score import score
+
+    norm = bundle.normalizer
+    refs = {utt: norm(text) for utt, text in zip(ds.utts, ds.texts, strict=True)}
+    utt2spk = (dict(zip(ds.utts, ds.speakers, strict=True))
+               if os.path.isfile(os.path.join(data_dir, "utt2spk")) else None)
+    result = score(refs, {utt: norm(t) for utt, t in texts.items()}, utt2spk=utt2spk)
+    for warning in result.warnings:
+        warnings.warn(warning, stacklevel=3)
+    details = result.to_dict(details=True)
+    details.update(ref=os.path.join(data_dir, "text"), hyp=os.path.join(out_dir, "text"),
+                   normalizer=norm.to_dict())
+    with atomic_write(score_files[0]) as f:
+        json.dump(details, f, indent=1)
+        f.write("\n")
+    with atomic_write(score_files[1]) as f:
+        f.write(score_report(result) + "\n")
+    summary.update(wer=None if result.wer is None else round(result.wer, 2),
+                   errors=result.errors, ref_words=result.ref_words,
+                   ser=None if result.ser is None else round(result.ser, 2))
+    return summary
+
+
+def score_report(result: Any, top: int = 10) -> str:
+    """A readable WER report (Kaldi's ``%WER`` line, per speaker, top confusions)."""
+    def rate(value: float | None) -> str:
+        return "UNDEF" if value is None else f"{value:.2f}"
+
+    lines = [f"%WER {rate(result.wer)} [ {result.errors} / {result.ref_words}, "
+             f"{result.insertions} ins, {result.deletions} del, {result.substitutions} sub ]",
+             f"%SER {rate(result.ser)} [ {result.sentence_errors} / {result.sentences} ]",
+             f"Scored {result.sentences} sentences, {len(result.missing)} not present in hyp."]
+    if result.per_speaker:
+        lines += ["", f"{'speaker':<16} {'#snt':>5} {'#wrd':>6} {'wer':>7}"]
+        lines += [f"{spk:<16} {c.sentences:>5} {c.ref_words:>6} {rate(c.wer):>7}"
+                  for spk, c in result.per_speaker.items()]
+    conf = result.confusions(top)
+    lines += ["", "Top substitutions (ref -> hyp):"]
+    lines += [f"  {c:>5}  {r} -> {h}" for r, h, c in conf["substitutions"]] or ["  none"]
+    for key in ("insertions", "deletions"):
+        lines.append(f"Top {key}:")
+        lines += [f"  {c:>5}  {w}" for w, c in conf[key]] or ["  none"]
+    return "\n".join(lines)
+
+
+__all__ = ["AcousticModelBundle", "Hypothesis", "decode_data_dir", "format_ctm", "greedy",
+           "greedy_batch", "hypothesis_ctm", "hypothesis_words", "load_acoustic_model",
+           "prefix_beam_search", "score_report", "word_times"]

@@ -23,13 +23,11 @@ import json
 import logging
 import math
 import os
-import random
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -48,6 +46,14 @@ from .checkpoint import (
 from .errors import UserError
 from .models import build_model, build_model_from_config, list_models
 from .optim import OPTIMIZERS, build_optimizer, build_scheduler, sync_lr
+from .train_common import (
+    TqdmHandler,
+    append_metrics,
+    autocast_context,
+    read_metrics,
+    rewrite_metrics,
+    seed_everything,
+)
 from .vision_data import ShardSampler, build_train_set, build_val_set, train_classes
 
 log = logging.getLogger("blspeech.train_vision")
@@ -139,14 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------- train/eval
 
 
-def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
-    """Autocast for ``--amp`` (a no-op context for ``none``)."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if amp == "fp16" else torch.bfloat16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, ks: Sequence[int]) -> list[int]:
     """Number of samples whose label is among the top-k logits, for each k in ``ks``."""
     top = logits.topk(max(ks), dim=1).indices
@@ -193,15 +191,6 @@ def _loader(ds: Dataset, batch_size: int, sampler: Sampler, workers: int, device
 # -------------------------------------------------------------------------- helpers
 
 
-class _TqdmHandler(logging.Handler):
-    # Log lines go through tqdm.write so they do not tear the progress bar.
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:
-            self.handleError(record)
-
-
 def _close_logging() -> None:
     for h in list(log.handlers):
         log.removeHandler(h)
@@ -219,7 +208,7 @@ def _setup_logging(exp_dir: str | None, rank: int) -> None:
         log.addHandler(h)
         log.setLevel(logging.WARNING)
         return
-    h = _TqdmHandler()
+    h = TqdmHandler()
     h.setFormatter(fmt)
     log.addHandler(h)
     if exp_dir is not None:
@@ -227,12 +216,6 @@ def _setup_logging(exp_dir: str | None, rank: int) -> None:
         fh.setFormatter(fmt)
         log.addHandler(fh)
     log.setLevel(logging.INFO)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
@@ -295,33 +278,6 @@ def _init_distributed(device: str | None) -> dist_utils.DistContext:
         raise UserError(str(e)) from None
 
 
-def _read_metrics(path: str) -> list[dict[str, Any]]:
-    rows = []
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                # A crash can leave a torn last line; it belongs to an unfinished epoch.
-                with contextlib.suppress(json.JSONDecodeError):
-                    rows.append(json.loads(line))
-    return [r for r in rows if isinstance(r, dict)]
-
-
-def _rewrite_metrics(path: str, rows: list[dict[str, Any]]) -> None:
-    # Drop lines of epochs that finished after the checkpoint we resume from (a crash
-    # between the metrics line and the checkpoint), so epochs never appear twice.
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
-    os.replace(tmp, path)
-
-
-def _append_jsonl(path: str, row: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # ---------------------------------------------------------------------------- runs
 
 
@@ -338,7 +294,7 @@ def run_training(args: argparse.Namespace) -> int:
                         f"class folders in train/")
     train_set = build_train_set(args.data_dir, classes, args.image_size)
     val_set = build_val_set(args.data_dir, classes, args.image_size)
-    _seed_everything(args.seed + env_rank)
+    seed_everything(args.seed + env_rank)
     model = _build_model(args, num_classes)
     os.makedirs(args.exp_dir, exist_ok=True)
     last_path = os.path.join(args.exp_dir, "last.pt")
@@ -425,11 +381,11 @@ def _train(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Modu
         else:
             log.warning("checkpoint has RNG states for %d ranks, this job has %d: reseeding",
                         len(rng), ctx.world_size)
-            _seed_everything(args.seed + ctx.rank + 1000 * start_epoch)
+            seed_everything(args.seed + ctx.rank + 1000 * start_epoch)
         log.info("resumed from %s: %d epoch(s), %d step(s) done, best top-1 %.2f",
                  last_path, start_epoch, step, best)
         if ctx.is_main:
-            _rewrite_metrics(metrics_path, [r for r in _read_metrics(metrics_path)
+            rewrite_metrics(metrics_path, [r for r in read_metrics(metrics_path)
                                             if r.get("epoch", 0) <= start_epoch])
     elif ctx.is_main:
         if os.path.exists(last_path):
@@ -513,7 +469,7 @@ def _train(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Modu
             best = max(best, val["top1"])
             rng = dist_utils.all_gather_object(capture_rng_state())
             if ctx.is_main:
-                _append_jsonl(metrics_path, row)
+                append_metrics(metrics_path, row)
                 state = make_checkpoint(
                     model, optimizer, scheduler, scaler, epoch=epoch + 1, step=step,
                     best_metric=best, rng=rng,

@@ -42,6 +42,25 @@ def test_interface_shapes_lengths_and_padding(name, mel):
     assert all(p.grad is not None for p in enc.parameters() if p.requires_grad)
 
 
+@pytest.mark.parametrize("name", ENCODERS)
+def test_output_does_not_depend_on_batch_padding(name):
+    torch.manual_seed(0)
+    enc = build_model(name).eval()
+    for m in enc.modules():  # BN shifts are what would leak into padded frames
+        if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.5)
+            m.bias.data.normal_(0, 0.5)
+    lengths = [157, 101, 9, 60]
+    feats = torch.randn(4, 200, 40)  # padded beyond the longest utterance too
+    with torch.no_grad():
+        out, out_lengths = enc(feats, torch.tensor(lengths))
+        for i, n in enumerate(lengths):
+            alone, alone_len = enc(feats[i:i + 1, :n], torch.tensor([n]))
+            assert alone_len.item() == out_lengths[i].item()
+            torch.testing.assert_close(alone[0, :alone_len.item()],
+                                       out[i, :out_lengths[i].item()], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("sub", [1, 2, 4])
 def test_resnet_am_time_subsampling(sub):
     enc = build_model("bl_resnet_am_tiny", time_subsampling=sub).eval()

@@ -5,8 +5,9 @@ Every encoder follows the interface ESPnet and icefall encoders use::
     out, out_lengths = encoder(feats, lengths)   # feats (B, T, F), lengths (B,)
     out.shape == (B, T', encoder.output_size())
 
-where ``T'`` is ``T`` divided (rounding up) by the encoder's ``time_subsampling``.
-Positions past ``out_lengths`` are zero.
+where ``T'`` is ``T`` divided (rounding up) by the encoder's ``time_subsampling`` (for the
+Conformer: the longest ``out_lengths``). Positions past ``out_lengths`` are zero, and an
+utterance's output does not depend on the padding of its batch (:class:`PaddingMask`).
 
 * :class:`ResNetAM` with ``big_little=False`` is the paper's baseline: a 2-D ResNet over
   log-mel (freq, time) maps whose stages downsample frequency only. With
@@ -29,7 +30,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -57,6 +59,49 @@ def _ceil_div(a: int, b: int) -> int:
 def _zero_padding(out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     mask = torch.arange(out.shape[1], device=out.device)[None, :] < lengths[:, None]
     return out * mask.unsqueeze(-1).to(out.dtype)
+
+
+class PaddingMask:
+    """Zeroes the padded time steps of every convolution's input during a forward pass.
+
+    Convolutions see zeros past an utterance's end exactly as they would see their own zero
+    padding if the utterance were alone, so outputs do not depend on how much padding the
+    batch adds (without this, BN shifts and biases make padded frames non-zero and they leak
+    into the last valid frames layer by layer). One forward pre-hook per ``Conv1d``/``Conv2d``
+    of ``module``; ``time_dim`` is the time axis of those inputs. Costs nothing when no
+    utterance is padded.
+    """
+
+    def __init__(self, module: nn.Module, time_dim: int = -1) -> None:
+        self.time_dim = time_dim
+        self._masks: dict[int, torch.Tensor] = {}
+        for m in module.modules():
+            if isinstance(m, nn.Conv1d | nn.Conv2d):
+                m.register_forward_pre_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
+        x = inputs[0]
+        mask = self._masks.get(x.shape[self.time_dim])
+        if mask is None:
+            return None
+        shape = [1] * x.dim()
+        shape[0], shape[self.time_dim] = mask.shape
+        return (x * mask.view(shape).to(x.dtype),)
+
+    @contextlib.contextmanager
+    def __call__(self, lengths: torch.Tensor, frames: int, max_factor: int
+                 ) -> Iterator[None]:
+        """Masks for ``frames`` input steps and each stride-2 subsampling of them."""
+        if int(lengths.min()) < frames:
+            for _ in range(max_factor.bit_length()):
+                steps = torch.arange(frames, device=lengths.device)
+                self._masks[frames] = steps[None, :] < lengths[:, None]
+                frames, lengths = (frames + 1) // 2, torch.div(lengths + 1, 2,
+                                                               rounding_mode="floor")
+        try:
+            yield
+        finally:
+            self._masks.clear()
 
 
 def _check_subsampling(factor: int) -> None:
@@ -140,13 +185,15 @@ class ResNetAM(nn.Module):
         self.proj = nn.Linear(cin * freq, output_dim)
         self._output_dim = output_dim
         init_weights(self)
+        self._padding_mask = PaddingMask(self, time_dim=-1)
 
     def output_size(self) -> int:
         return self._output_dim
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.stages(self.stem(feats.transpose(1, 2).unsqueeze(1)))  # (B, C, F', T')
+        with self._padding_mask(lengths, feats.shape[1], self.time_subsampling):
+            x = self.stages(self.stem(feats.transpose(1, 2).unsqueeze(1)))  # (B, C, F', T')
         b, c, f, t = x.shape
         x = x.permute(0, 3, 1, 2).reshape(b, t, c * f)
         out_lengths = subsampled_lengths(lengths, self.time_subsampling)
@@ -226,13 +273,15 @@ class QuartzNet(nn.Module):
             nn.ReLU(inplace=True))
         self._output_dim = output_dim
         init_weights(self, zero_last_bn=False)
+        self._padding_mask = PaddingMask(self, time_dim=-1)
 
     def output_size(self) -> int:
         return self._output_dim
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.final(self.blocks(self.stem(feats.transpose(1, 2))))  # (B, D, T')
+        with self._padding_mask(lengths, feats.shape[1], self.time_subsampling):
+            x = self.final(self.blocks(self.stem(feats.transpose(1, 2))))  # (B, D, T')
         # A stride-s conv with odd kernel k and padding k // 2 gives ceil(L / s) frames.
         out_lengths = torch.div(lengths + self.time_subsampling - 1, self.time_subsampling,
                                 rounding_mode="floor")
@@ -277,17 +326,23 @@ class ConformerEncoder(nn.Module):
                                    num_layers=num_layers, depthwise_conv_kernel_size=conv_kernel,
                                    dropout=dropout)
         self._output_dim = d_model
+        self._front_mask = PaddingMask(self.subsample, time_dim=-2)
+        self._conformer_mask = PaddingMask(self.conformer, time_dim=-1)
 
     def output_size(self) -> int:
         return self._output_dim
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.subsample(feats.unsqueeze(1))  # (B, C, T', F')
+        with self._front_mask(lengths, feats.shape[1], self.time_subsampling):
+            x = self.subsample(feats.unsqueeze(1))  # (B, C, T', F')
         b, c, t, f = x.shape
         x = self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
         out_lengths = subsampled_lengths(lengths, self.time_subsampling).clamp(min=1)
-        out, out_lengths = self.conformer(x, out_lengths)
+        # torchaudio's Conformer wants no frames past the longest utterance.
+        x = x[:, : int(out_lengths.max())]
+        with self._conformer_mask(out_lengths, x.shape[1], 1):
+            out, out_lengths = self.conformer(x, out_lengths)
         return _zero_padding(out, out_lengths), out_lengths
 
 

@@ -1,0 +1,290 @@
+"""Recognition commands: ``decode``, ``align`` (CTC forced alignment), ``train-lm``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+
+from .common import UserError
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str) -> Iterator[None]:
+    """Library warnings as ``blspeech CMD: warning: ...`` lines on stderr (no source lines)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen = set()
+            for w in caught:
+                text = " ".join(str(w.message).split())
+                if text not in seen:
+                    seen.add(text)
+                    print(f"blspeech {command}: warning: {text}", file=sys.stderr)
+
+
+def _command(name: str):
+    """Wrap a command: warnings as one-liners, unreadable/unwritable paths as user errors."""
+
+    def wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        @functools.wraps(func)
+        def run(args: argparse.Namespace) -> int:
+            with _warnings_as_lines(name):
+                try:
+                    return func(args)
+                except OSError as e:
+                    where = f"{e.filename}: " if e.filename else ""
+                    raise UserError(f"{where}{e.strerror or e}") from None
+        return run
+
+    return wrap
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
+    return value
+
+
+@_command("decode")
+def cmd_decode(args: argparse.Namespace) -> int:
+    from ..decode import decode_data_dir
+
+    summary = decode_data_dir(
+        args.checkpoint, args.data_dir, args.out_dir, method=args.method, beam=args.beam,
+        lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
+        word_score=args.word_score, token_prune=args.token_prune or None,
+        max_frames=args.max_frames, num_workers=args.nj, threads=args.threads,
+        device=args.device, allow_wavscp_commands=not args.no_wavscp_commands,
+        progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
+
+
+@_command("align")
+def cmd_align(args: argparse.Namespace) -> int:
+    from ..align import align_data_dir
+
+    summary = align_data_dir(
+        args.checkpoint, args.data_dir, args.out_dir, max_frames=args.max_frames,
+        num_workers=args.nj, device=args.device,
+        allow_wavscp_commands=not args.no_wavscp_commands, progress=not args.no_progress)
+    print(json.dumps(summary))
+    return 0
+
+
+def _normalizer_from(path: str):
+    """The text normalizer of a tokenizer dir, its ``tokenizer.pt``, or a model checkpoint."""
+    from ..text import TextNormalizer
+
+    if os.path.isdir(path):
+        from ..train_config import load_tokenizer_dir
+
+        return load_tokenizer_dir(path)[1]
+    if not os.path.isfile(path):
+        raise UserError(f"--tokenizer-dir {path} does not exist")
+    import torch
+
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, or not a torch file at all
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UserError(f"cannot read {path}: {first}") from None
+    if not isinstance(entry, dict) or not isinstance(entry.get("normalizer"), dict):
+        raise UserError(f"{path} holds no text normalizer (expected a tokenizer dir, its "
+                        "tokenizer.pt, or a model checkpoint)")
+    try:
+        return TextNormalizer(**entry["normalizer"])
+    except TypeError as e:
+        raise UserError(f"{path}: bad normalizer: {e}") from None
+
+
+def read_sentences(source: str, utt_ids: bool | None = None) -> list[str]:
+    """Sentences of a data dir's ``text`` or of a text file (one per line).
+
+    ``utt_ids``: the lines start with an utterance id (Kaldi ``text``); default: yes for
+    a data dir, no for a file.
+    """
+    if os.path.isdir(source):
+        path, utt_ids = os.path.join(source, "text"), True if utt_ids is None else utt_ids
+        if not os.path.isfile(path):
+            raise UserError(f"{path} not found: pass a data dir with transcripts or a text "
+                            "file")
+    elif os.path.isfile(source):
+        path = source
+    else:
+        raise UserError(f"{source} does not exist (expected a data dir or a text file)")
+    sentences = []
+    with open(path, encoding="utf-8", errors="strict") as f:
+        try:
+            for line in f:
+                words = line.split()
+                if utt_ids:
+                    words = words[1:]
+                if words:
+                    sentences.append(" ".join(words))
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text: {e}") from None
+    return sentences
+
+
+@_command("train-lm")
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    from ..lm import train_ngram, write_arpa
+
+    if args.order < 2:
+        raise UserError(f"--order must be 2 or more, got {args.order}: KenLM, which 'decode "
+                        "--method lm' uses, rejects unigram-only models")
+    if not 0.0 < args.discount < 1.0:
+        raise UserError(f"--discount must be between 0 and 1, got {args.discount}")
+    sentences = read_sentences(args.source, True if args.utt_ids else None)
+    normalizer = _normalizer_from(args.tokenizer_dir) if args.tokenizer_dir else None
+    if normalizer is not None:
+        sentences = [s for s in map(normalizer, sentences) if s]
+    if not sentences:
+        raise UserError(f"{args.source} has no text to train a language model on")
+    lm = train_ngram(sentences, order=args.order, discount=args.discount)
+    write_arpa(lm, args.out)
+    print(json.dumps({"arpa": args.out, "order": lm.order, "sentences": len(sentences),
+                      "vocabulary": len(lm.probs[0]) - 2,  # without <s> and <unk>
+                      "ngrams": [len(p) for p in lm.probs],
+                      "normalizer": None if normalizer is None else normalizer.to_dict()}))
+    return 0
+
+
+def _common_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-frames", type=_positive, default=20000, metavar="N",
+                   help="feature frames per batch, padding included (default: 20000)")
+    p.add_argument("--nj", type=_count, default=0, metavar="N",
+                   help="data-loading worker processes (default: 0, in the main process)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--no-wavscp-commands", action="store_true",
+                   help="refuse to run wav.scp entries that are commands ('... |')")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands to the ``blspeech`` parser."""
+    p = sub.add_parser(
+        "decode",
+        help="decode a data dir with a trained CTC model (text, ctm, WER)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Decode every utterance of DATA_DIR with the model in CHECKPOINT (written by\n"
+            "'blspeech train'); features are made as in training (feats.scp or audio, the\n"
+            "same CMVN; global stats from the checkpoint). Writes OUT_DIR/text (sorted\n"
+            "'utt word ...'), OUT_DIR/ctm ('utt 1 start duration word') and, when DATA_DIR\n"
+            "has a text file, OUT_DIR/wer.json and OUT_DIR/wer.txt (sclite counts; reference\n"
+            "and hypothesis normalized with the model's normalizer). Every file is written\n"
+            "only when all utterances are decoded. Prints one JSON line: utterances, wer,\n"
+            "rtf (decode seconds / audio seconds), seconds, ...\n\n"
+            "Methods: greedy (best path), beam (CTC prefix beam search, no LM), lm (lexicon\n"
+            "+ word n-gram LM beam search, flashlight/KenLM; words from --lexicon or the\n"
+            "LM's unigrams, spelled with the model's tokens). Tune --lm-weight (on log10 LM\n"
+            "probabilities) and --word-score on a dev set."),
+        epilog=(
+            "examples:\n"
+            "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_test\n"
+            "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_beam --method beam "
+            "--beam 16\n"
+            "  blspeech train-lm data/train data/lm/3gram.arpa --tokenizer-dir data/lang_bpe\n"
+            "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_lm --method lm \\\n"
+            "      --lm data/lm/3gram.arpa --lm-weight 1.5 --word-score 0.5\n"
+            "output:\n"
+            '  {"utterances": 200, "wer": 14.2, ..., "rtf": 0.031, "seconds": 21.5}'),
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir to decode")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="where text, ctm and wer.* go")
+    p.add_argument("--method", choices=("greedy", "beam", "lm"), default="greedy",
+                   help="search (default: greedy)")
+    p.add_argument("--beam", type=_positive, metavar="N",
+                   help="beam width (default: 8 for beam, 32 for lm)")
+    p.add_argument("--token-prune", type=_count, default=16, metavar="N",
+                   help="most likely tokens tried per frame in beam searches; 0: all "
+                        "(default: 16)")
+    p.add_argument("--lm", metavar="ARPA", help="word n-gram LM (order >= 2) for --method lm")
+    p.add_argument("--lexicon", metavar="FILE",
+                   help="words for --method lm, one 'word [token ...]' per line (a word alone "
+                        "is spelled by the model's tokenizer); default: the LM's unigrams")
+    p.add_argument("--lm-weight", type=float, default=2.0, metavar="W",
+                   help="LM weight on log10 probabilities (default: 2.0)")
+    p.add_argument("--word-score", type=float, default=0.0, metavar="S",
+                   help="score added per word with --method lm (default: 0)")
+    p.add_argument("--threads", type=_positive, metavar="N",
+                   help="torch CPU threads (default: torch's choice)")
+    _common_data_options(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser(
+        "align",
+        help="CTC forced alignment of a data dir's transcripts (ali.ark/.scp, ctm)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Align each transcript of DATA_DIR (normalized and tokenized as in training) to\n"
+            "the model's output frames with CTC forced alignment. Writes OUT_DIR/ali.ark +\n"
+            "ali.scp (per utterance one token id per encoder output frame, blank 0: Kaldi\n"
+            "int vectors), OUT_DIR/ctm (word times) and, for utterances whose transcript\n"
+            "has too many tokens for their frames, OUT_DIR/unaligned.txt (also a warning).\n"
+            "Prints one JSON line: utterances, aligned, unaligned, avg_logprob, ..."),
+        epilog=(
+            "examples:\n"
+            "  blspeech align exp/ctc/best.pt data/train exp/ctc/ali_train\n"
+            "  copy-int-vector scp:exp/ctc/ali_train/ali.scp ark,t:- | head   # with Kaldi"),
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir with text")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="where ali.ark/.scp and ctm go")
+    _common_data_options(p)
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser(
+        "train-lm",
+        help="train a word n-gram LM (interpolated Kneser-Ney, ARPA) for LM decoding",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Estimate an interpolated Kneser-Ney word n-gram model from SOURCE, a data dir\n"
+            "(its text file, utterance ids dropped) or a text file (one sentence per line),\n"
+            "and write it as an ARPA file. Pass --tokenizer-dir (a tokenizer dir or a model\n"
+            "checkpoint) to normalize the text as the model's transcripts were, so the LM's\n"
+            "words can be spelled with the model's tokens. For large corpora use KenLM's\n"
+            "lmplz instead; 'decode --method lm' reads any ARPA file of order >= 2."),
+        epilog=(
+            "examples:\n"
+            "  blspeech train-lm data/train data/lm/3gram.arpa --tokenizer-dir data/lang_char\n"
+            "  blspeech train-lm corpus.txt data/lm/4gram.arpa --order 4 --tokenizer-dir "
+            "exp/ctc/best.pt"),
+    )
+    p.add_argument("source", metavar="TEXT_OR_DATADIR", help="data dir or text file")
+    p.add_argument("out", metavar="OUT.arpa", help="ARPA file to write")
+    p.add_argument("--order", type=int, default=3, metavar="N", help="n-gram order (default: 3)")
+    p.add_argument("--tokenizer-dir", metavar="DIR",
+                   help="normalize the text with this tokenizer dir's (or checkpoint's) "
+                        "normalizer")
+    p.add_argument("--utt-ids", action="store_true",
+                   help="the text file's lines start with an utterance id (Kaldi text)")
+    p.add_argument("--discount", type=float, default=0.75,
+                   help="Kneser-Ney absolute discount (default: 0.75)")
+    p.set_defaults(func=cmd_train_lm)

@@ -1,0 +1,329 @@
+"""A trained acoustic model ready for inference: loading, data, batched log-probabilities.
+
+:func:`load_acoustic_model` reads a checkpoint written by ``blspeech train`` (keys
+``model``, ``model_config``, ``tokenizer``, ``normalizer``, ``frontend``, ``cmvn``,
+``data_source``) into an :class:`AcousticModelBundle`: the CTC model in eval mode with
+everything needed to feed it exactly as in training. Decoding (:mod:`blspeech.decode`)
+and forced alignment (:mod:`blspeech.align`) both read data dirs through it.
+
+Example:
+    >>> am = load_acoustic_model("exp/ctc_bl/best.pt")                  # doctest: +SKIP
+    >>> ds = am.dataset("data/test")                                      # doctest: +SKIP
+    >>> for batch, log_probs, lengths in am.batches(ds, max_frames=20000):  # doctest: +SKIP
+    ...     log_probs.shape                                   # (B, T', vocab)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+#: Checkpoint keys an acoustic model needs beyond ``model`` and ``model_config``.
+REQUIRED_KEYS = ("model", "model_config", "tokenizer", "normalizer", "cmvn", "data_source")
+#: Front-end settings that must agree between training features and decoding features.
+_FRONTEND_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift_ms",
+                  "use_energy")
+
+
+@dataclass
+class AcousticModelBundle:
+    """A CTC model with its tokenizer, text normalizer and feature pipeline.
+
+    ``cmvn`` is the normalization mode used in training; for ``global`` the statistics
+    come from the checkpoint (the training data's), for ``speaker``/``utterance`` from the
+    decoded data dir's ``cmvn.scp``, as Kaldi recipes do.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    normalizer: Any
+    frontend: dict[str, Any]
+    cmvn: str
+    cmvn_stats: torch.Tensor | None
+    norm_vars: bool
+    data_source: str
+    device: torch.device
+    path: str = ""
+
+    @property
+    def frame_shift(self) -> float:
+        """Seconds between feature frames (Kaldi's default 10 ms when not recorded)."""
+        return float(self.frontend.get("frame_shift_ms", 10.0)) / 1000.0
+
+    @property
+    def frame_seconds(self) -> float:
+        """Seconds per model output frame: frame shift x the encoder's time subsampling."""
+        return self.frame_shift * int(getattr(self.model, "time_subsampling", 1))
+
+    @property
+    def feature_dim(self) -> int | None:
+        """The encoder's input dimension, when its config records it."""
+        dim = self.model.config.get("encoder", {}).get("num_mel_bins")
+        return None if dim is None else int(dim)
+
+    def dataset(self, data_dir: str | os.PathLike, *, transcripts: bool | None = None,
+                allow_wavscp_commands: bool | None = None) -> Any:
+        """A :class:`~blspeech.data.SpeechDataset` over ``data_dir`` fed as in training.
+
+        ``transcripts=None`` reads ``text`` when the data dir has one. With
+        ``allow_wavscp_commands=False`` ``wav.scp`` commands are refused (as
+        ``BLSPEECH_NO_WAVSCP_COMMANDS=1`` does).
+        """
+        from .data import SpeechDataset
+
+        data_dir = os.fspath(data_dir)
+        if not os.path.isdir(data_dir):
+            raise UserError(f"data dir {data_dir} does not exist or is not a directory")
+        if self.data_source == "feats" and not os.path.isfile(os.path.join(data_dir,
+                                                                          "feats.scp")):
+            raise UserError(f"{os.path.join(data_dir, 'feats.scp')} not found: the model "
+                            f"{self.path} reads precomputed features; compute them with its "
+                            f"settings first: 'blspeech compute-feats {data_dir}"
+                            f"{self._compute_feats_options()}'")
+        if transcripts is None:
+            transcripts = os.path.isfile(os.path.join(data_dir, "text"))
+        # The dataset applies per-speaker/-utterance stats itself; global stats are the
+        # checkpoint's and are applied to each batch (see log_probs).
+        ds_cmvn = self.cmvn if self.cmvn in ("speaker", "utterance") else "none"
+        ds = SpeechDataset(data_dir, source=self.data_source,
+                           # No recorded front-end: the data dir's conf/fbank.yaml.
+                           frontend=(self.frontend or None) if self.data_source == "audio"
+                           else None,
+                           cmvn=ds_cmvn, norm_vars=self.norm_vars, transcripts=transcripts,
+                           allow_commands=allow_wavscp_commands)
+        want = self.feature_dim
+        if want is not None and len(ds) and ds.feat_dim != want:
+            if self.data_source == "audio":
+                raise UserError(f"{self.path}: its front-end gives {ds.feat_dim} features but "
+                                f"the model expects {want}; the checkpoint is inconsistent")
+            raise UserError(f"{data_dir}: features have dimension {ds.feat_dim} but the model "
+                            f"{self.path} expects {want}; recompute them with the model's "
+                            f"settings ('blspeech compute-feats{self._compute_feats_options()}')")
+        if self.data_source == "feats":
+            self._check_feats_config(data_dir)
+        return ds
+
+    def _compute_feats_options(self) -> str:
+        opts = ""
+        if "sample_rate" in self.frontend:
+            opts += f" --sample-rate {self.frontend['sample_rate']}"
+        if "num_mel_bins" in self.frontend:
+            opts += f" --num-mel-bins {self.frontend['num_mel_bins']}"
+        return opts
+
+    def _check_feats_config(self, data_dir: str) -> None:
+        """Warn when the data dir's features were computed with other settings."""
+        from .extract import FBANK_CONF, load_frontend_config
+
+        conf = os.path.join(data_dir, FBANK_CONF)
+        if not self.frontend or not os.path.isfile(conf):
+            return
+        theirs = load_frontend_config(conf)
+        differ = [k for k in _FRONTEND_KEYS
+                  if k in theirs and k in self.frontend and theirs[k] != self.frontend[k]]
+        if differ:
+            shown = ", ".join(f"{k}={theirs[k]} (model: {self.frontend[k]})" for k in differ)
+            warnings.warn(f"{conf}: features were computed with {shown}; the model will see "
+                          "features unlike its training data", stacklevel=3)
+
+    def log_probs(self, feats: torch.Tensor, lengths: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, F)`` features -> CTC log-probabilities ``(B, T', V)`` float32 and lengths.
+
+        Applies global CMVN (padded frames stay 0, as in training) and runs the model
+        without gradients, on the bundle's device.
+        """
+        feats = feats.to(self.device, non_blocking=True)
+        lengths = lengths.to(self.device)
+        if self.cmvn_stats is not None:
+            from .kaldi import cmvn_from_stats
+
+            mean, std = cmvn_from_stats(self.cmvn_stats.cpu().numpy())
+            feats = feats - torch.as_tensor(mean, dtype=feats.dtype, device=feats.device)
+            if self.norm_vars:
+                feats = feats / torch.as_tensor(std, dtype=feats.dtype, device=feats.device)
+            valid = torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]
+            feats = feats * valid[..., None]
+        with torch.inference_mode():
+            log_probs, out_lengths = self.model(feats, lengths)
+        return log_probs.float(), out_lengths
+
+    def batches(self, dataset: Any, *, max_frames: int = 20000, num_workers: int = 0,
+                progress: bool = False, desc: str = "decode"
+                ) -> Iterator[tuple[dict[str, Any], torch.Tensor, torch.Tensor]]:
+        """``(batch, log_probs, out_lengths)`` over ``dataset`` in length-sorted batches
+        of at most ``max_frames`` padded feature frames (``tqdm`` bar with ``progress``)."""
+        from tqdm import tqdm
+
+        from .data import BucketingBatchSampler, make_dataloader
+
+        if max_frames <= 0:
+            raise UserError(f"max_frames must be positive, got {max_frames}")
+        # One bucket, unshuffled: batches of neighbours in length order, least padding.
+        sampler = BucketingBatchSampler(dataset.lengths, max_frames, shuffle=False,
+                                        num_replicas=1, rank=0, buckets=1)
+        loader = make_dataloader(dataset, sampler, num_workers=num_workers)
+        with tqdm(total=len(dataset), unit="utt", desc=desc, disable=not progress,
+                  file=sys.stderr, leave=False) as bar:
+            for batch in _user_errors_from_workers(loader):
+                try:
+                    log_probs, out_lengths = self.log_probs(batch["feats"], batch["lengths"])
+                except RuntimeError as e:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    utts = ", ".join(batch["utts"][:3]) + (", ..." if len(batch["utts"]) > 3
+                                                           else "")
+                    raise UserError(f"the model failed on utterance(s) {utts} (frames "
+                                    f"{batch['lengths'].tolist()[:3]}): {first}") from None
+                yield batch, log_probs, out_lengths
+                bar.update(len(batch["utts"]))
+
+
+def _user_errors_from_workers(loader: Any) -> Iterator[dict[str, Any]]:
+    """Iterate ``loader``; a UserError raised in a worker process keeps its one-line
+    message (DataLoader wraps it in the worker's traceback)."""
+    batches = iter(loader)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except UserError as e:
+            text = str(e).strip()
+            if "Original Traceback" not in text:
+                raise
+            last = text.splitlines()[-1]
+            raise UserError(re.sub(r"^[\w.]+: ", "", last, count=1)) from None
+        yield batch
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``'cpu'``, ``'cuda'``, ``'cuda:1'`` ... as a device, with a clear error if unusable."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} requested but CUDA is not available; use --device "
+                        "cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+                        ) -> AcousticModelBundle:
+    """Read an acoustic-model checkpoint; the model is in eval mode on ``device``.
+
+    Raises UserError (one line naming the file) for a missing, corrupt or foreign file,
+    missing keys, weights that do not fit the recorded model config, a tokenizer whose
+    vocabulary size differs from the model's output size, and bad CMVN or front-end
+    entries.
+
+    Example:
+        >>> am = load_acoustic_model("exp/ctc/best.pt")          # doctest: +SKIP
+        >>> am.tokenizer.vocab_size == am.model.vocab_size        # doctest: +SKIP
+        True
+    """
+    from .checkpoint import load_checkpoint
+    from .models.asr import acoustic_model_from_config
+    from .text import TextNormalizer, tokenizer_from_dict
+
+    path = os.fspath(path)
+    dev = resolve_device(device)
+    if os.path.isdir(path):
+        raise UserError(f"checkpoint {path} is a directory; pass a checkpoint file such as "
+                        f"{os.path.join(path, 'best.pt')}")
+    try:
+        ckpt = load_checkpoint(path)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not an acoustic-model checkpoint: it has no "
+                        f"{', '.join(repr(k) for k in missing)} (checkpoints written by "
+                        "'blspeech train' have them)")
+
+    def bad(what: str, e: BaseException | str) -> UserError:
+        text = e if isinstance(e, str) else (str(e).strip().splitlines() or
+                                            [type(e).__name__])[0]
+        return UserError(f"{path}: {what}: {text}")
+
+    if not isinstance(ckpt["model_config"], Mapping):
+        raise bad("bad model_config", "expected a dict")
+    try:
+        model = acoustic_model_from_config(dict(ckpt["model_config"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise bad("cannot rebuild the model from model_config", e) from None
+    try:
+        model.load_state_dict(ckpt["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise bad("the weights do not fit the model config", e) from None
+    try:
+        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    except UserError as e:
+        raise bad("bad tokenizer", e) from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise bad("bad tokenizer entry", repr(e)) from None
+    if tokenizer.vocab_size != model.vocab_size:
+        raise UserError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
+                        f"outputs {model.vocab_size}; the checkpoint mixes a model and a "
+                        "tokenizer that were not trained together")
+    try:
+        normalizer = TextNormalizer(**dict(ckpt["normalizer"] or {}))
+    except (TypeError, ValueError) as e:
+        raise bad("bad normalizer", e) from None
+    frontend = ckpt.get("frontend") or {}
+    if not isinstance(frontend, Mapping):
+        raise bad("bad frontend", "expected a dict of LogMel options")
+    frontend = dict(frontend)
+    source = ckpt["data_source"]
+    if source not in ("feats", "audio"):
+        raise bad("bad data_source", f"expected 'feats' or 'audio', got {source!r}")
+    if source == "audio" and frontend:
+        from .features import LogMel
+
+        try:
+            LogMel(**frontend)
+        except (TypeError, ValueError) as e:
+            raise bad("bad frontend", e) from None
+    mode, stats, norm_vars = _read_cmvn(ckpt["cmvn"], path)
+    dim = model.config.get("encoder", {}).get("num_mel_bins")
+    if stats is not None and dim is not None and stats.shape[1] - 1 != int(dim):
+        raise bad("bad cmvn", f"stats have dimension {stats.shape[1] - 1} but the model takes "
+                              f"{dim} features")
+    model.eval().to(dev)
+    return AcousticModelBundle(model=model, tokenizer=tokenizer, normalizer=normalizer,
+                               frontend=frontend, cmvn=mode, cmvn_stats=stats,
+                               norm_vars=norm_vars, data_source=source, device=dev, path=path)
+
+
+def _read_cmvn(entry: Any, path: str) -> tuple[str, torch.Tensor | None, bool]:
+    from .data import CMVN_MODES
+
+    if not isinstance(entry, Mapping) or entry.get("mode") not in CMVN_MODES:
+        raise UserError(f"{path}: bad cmvn entry: expected {{'mode': one of "
+                        f"{', '.join(CMVN_MODES)}, 'stats': ...}}, got {entry!r:.80}")
+    mode, norm_vars = entry["mode"], bool(entry.get("norm_vars", True))
+    if mode != "global":
+        return mode, None, norm_vars
+    stats = entry.get("stats")
+    if not isinstance(stats, torch.Tensor) or stats.dim() != 2 or stats.shape[0] != 2 \
+            or stats.shape[1] < 2:
+        raise UserError(f"{path}: cmvn mode 'global' needs 'stats', a 2 x (dim+1) tensor of "
+                        "Kaldi statistics")
+    stats = stats.detach().to("cpu", torch.float64)
+    if not torch.isfinite(stats).all() or stats[0, -1] <= 0:
+        raise UserError(f"{path}: the global CMVN statistics are not finite or count no frames")
+    return mode, stats, norm_vars
+
+
+__all__ = ["AcousticModelBundle", "load_acoustic_model", "resolve_device"]
