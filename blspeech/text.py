@@ -32,6 +32,9 @@ from .errors import UserError
 from .fileio import atomic_write
 
 BLANK, UNK, WORD_START = "<blank>", "<unk>", "\u2581"
+#: Hesitations as Kaldi's and Hub5's scoring usually drop them.
+HESITATIONS = ("uh", "um", "uhm", "er", "ah", "eh", "hm", "hmm", "mm")
+_TAG = re.compile(r"\[[^\]\s]*\]|<[^>\s]*>")
 
 
 @dataclass(frozen=True)
@@ -43,20 +46,33 @@ class TextNormalizer:
         remove_punctuation: drop Unicode punctuation except apostrophes inside words
             (``don't`` stays one word).
         unicode_form: Unicode normalization (``NFKC`` folds full-width and ligature forms).
+        remove_tags: drop bracketed tokens such as ``[noise]``, ``[laughter]``, ``<unk>``.
+        hesitations: words to drop (e.g. ``uh um``), compared after case folding.
     """
 
     case: str = "keep"
     remove_punctuation: bool = False
     unicode_form: str = "NFKC"
+    remove_tags: bool = False
+    hesitations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # Compare hesitations the way the text itself is cased.
+        folded = tuple(self._fold(h) for h in self.hesitations)
+        object.__setattr__(self, "hesitations", folded)
         if self.case not in ("keep", "lower", "upper"):
             raise UserError(f"text normalization case must be keep, lower or upper, "
                             f"got {self.case!r}")
 
+    def _fold(self, word: str) -> str:
+        return word.lower() if self.case == "lower" else word.upper() if self.case == "upper" \
+            else word
+
     def __call__(self, text: str) -> str:
         if self.unicode_form:
             text = unicodedata.normalize(self.unicode_form, text)
+        if self.remove_tags:
+            text = _TAG.sub(" ", text)
         if self.case == "lower":
             text = text.lower()
         elif self.case == "upper":
@@ -65,10 +81,16 @@ class TextNormalizer:
             text = "".join(" " if unicodedata.category(c).startswith("P") and c != "'" else c
                            for c in text)
             text = re.sub(r"(^|\s)'+|'+(?=\s|$)", r"\1", text)  # quotes, not apostrophes
-        return " ".join(text.split())
+        words = text.split()
+        if self.hesitations:
+            drop = set(self.hesitations)
+            words = [w for w in words if w not in drop]
+        return " ".join(words)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["hesitations"] = list(self.hesitations)  # plain lists survive YAML/JSON/checkpoints
+        return d
 
 
 class Tokenizer:

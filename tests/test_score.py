@@ -363,3 +363,15 @@ def test_cli_user_errors(data_dir):
     assert "ghost" in run("--ref", "data/text", "--hyp", "bad", cwd=data_dir).stderr
     help_text = run("--help").stdout
     assert "example" in help_text and "blspeech score --ref" in help_text
+
+
+def test_cli_normalization_hooks_apply_to_both_sides(tmp_path):
+    ref, hyp = tmp_path / "ref", tmp_path / "hyp"
+    ref.write_text("u1 UH I think [noise] so\nu2 Hello, World\n")
+    hyp.write_text("u1 i think so um\nu2 hello word\n")
+    raw = json.loads(run("--ref", str(ref), "--hyp", str(hyp), "--json").stdout)
+    normed = json.loads(run("--ref", str(ref), "--hyp", str(hyp), "--json", "--case", "lower",
+                            "--remove-punctuation", "--remove-tags",
+                            "--hesitations", "default").stdout)
+    assert raw["errors"] > normed["errors"]
+    assert (normed["ref_words"], normed["errors"], normed["substitutions"]) == (5, 1, 1)

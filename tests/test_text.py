@@ -70,3 +70,15 @@ def test_char_tokenizer_unknowns_and_blanks():
     assert tok.decode([0, *tok.encode("ab ba"), 0]) == "ab ba"
     with pytest.raises(UserError, match="<blank> <unk>"):
         CharTokenizer(["a", "b"])
+
+
+def test_normalizer_tags_and_hesitations_round_trip():
+    from blspeech.text import HESITATIONS
+
+    norm = TextNormalizer(case="lower", remove_punctuation=True, remove_tags=True,
+                          hesitations=HESITATIONS)
+    assert norm("UH, [noise] I <unk> think -- UM it's [laughter] fine. Hmm") == \
+        "i think it's fine"
+    assert TextNormalizer(hesitations=("UH",), case="lower")("Uh huh") == "huh"
+    assert TextNormalizer(**norm.to_dict()) == norm  # survives checkpoints and YAML
+    assert TextNormalizer(remove_tags=False)("[noise] a") == "[noise] a"

@@ -86,12 +86,29 @@ def report(result: ScoreResult, cer: ScoreResult | None, cer_jiwer: float | None
     return "\n".join(lines)
 
 
+def _normalizer(args: argparse.Namespace):
+    from ..text import HESITATIONS, TextNormalizer
+
+    hesitations: tuple[str, ...] = ()
+    if args.hesitations:
+        hesitations = HESITATIONS if args.hesitations == "default" else tuple(
+            w for w in args.hesitations.replace(",", " ").split() if w)
+    if args.case == "keep" and not (args.remove_punctuation or args.remove_tags or hesitations):
+        return None
+    return TextNormalizer(case=args.case, remove_punctuation=args.remove_punctuation,
+                          remove_tags=args.remove_tags, hesitations=hesitations)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from ..score import jiwer_cer, read_text, read_utt2spk, score
 
     if args.top < 0:
         raise UserError(f"--top must be 0 or more, got {args.top}")
     refs, hyps = read_text(args.ref), read_text(args.hyp)
+    normalize = _normalizer(args)
+    if normalize is not None:  # the same hook on both sides
+        refs = {u: normalize(" ".join(w)).split() for u, w in refs.items()}
+        hyps = {u: normalize(" ".join(w)).split() for u, w in hyps.items()}
     utt2spk_path = args.utt2spk
     if utt2spk_path is None and os.path.basename(args.ref) == "text":
         # Kaldi data dir: its utt2spk is the speaker map, as in Kaldi's scoring scripts.
@@ -153,4 +170,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add each utterance's alignment (with --json: all utterances)")
     p.add_argument("--top", type=int, default=10,
                    help="how many of the most frequent confusions to list (default: 10)")
+    norm = p.add_argument_group(
+        "normalization", "applied the same way to reference and hypothesis before scoring")
+    norm.add_argument("--case", choices=("keep", "lower", "upper"), default="keep",
+                      help="case folding (default: keep, i.e. case-sensitive like Kaldi)")
+    norm.add_argument("--remove-punctuation", action="store_true",
+                      help="drop punctuation (apostrophes inside words stay)")
+    norm.add_argument("--remove-tags", action="store_true",
+                      help="drop bracketed tokens such as [noise], [laughter], <unk>")
+    norm.add_argument("--hesitations", metavar="WORDS",
+                      help="drop these words (comma-separated), or 'default' for "
+                      "uh,um,uhm,er,ah,eh,hm,hmm,mm")
     p.set_defaults(func=cmd_score)
