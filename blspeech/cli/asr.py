@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-from .common import UserError
+from .common import UserError, count, positive
 
 
 @contextlib.contextmanager
@@ -45,26 +45,6 @@ def _command(name: str):
         return run
 
     return wrap
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {text!r}")
-    return value
 
 
 @_command("decode")
@@ -174,9 +154,9 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def _common_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-frames", type=_positive, default=20000, metavar="N",
+    p.add_argument("--max-frames", type=positive, default=20000, metavar="N",
                    help="feature frames per batch, padding included (default: 20000)")
-    p.add_argument("--nj", type=_count, default=0, metavar="N",
+    p.add_argument("--nj", type=count, default=0, metavar="N",
                    help="data-loading worker processes (default: 0, in the main process)")
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda or cuda:N (default: cpu)")
@@ -220,9 +200,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="where text, ctm and wer.* go")
     p.add_argument("--method", choices=("greedy", "beam", "lm"), default="greedy",
                    help="search (default: greedy)")
-    p.add_argument("--beam", type=_positive, metavar="N",
+    p.add_argument("--beam", type=positive, metavar="N",
                    help="beam width (default: 8 for beam, 32 for lm)")
-    p.add_argument("--token-prune", type=_count, default=16, metavar="N",
+    p.add_argument("--token-prune", type=count, default=16, metavar="N",
                    help="most likely tokens tried per frame in beam searches; 0: all "
                         "(default: 16)")
     p.add_argument("--lm", metavar="ARPA", help="word n-gram LM (order >= 2) for --method lm")
@@ -233,7 +213,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LM weight on log10 probabilities (default: 2.0)")
     p.add_argument("--word-score", type=float, default=0.0, metavar="S",
                    help="score added per word with --method lm (default: 0)")
-    p.add_argument("--threads", type=_positive, metavar="N",
+    p.add_argument("--threads", type=positive, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
     _common_data_options(p)
     p.set_defaults(func=cmd_decode)

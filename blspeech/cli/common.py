@@ -10,7 +10,7 @@ import yaml
 
 from ..errors import UserError
 
-__all__ = ["UserError", "overrides", "shape"]
+__all__ = ["UserError", "count", "overrides", "positive", "shape"]
 
 
 def shape(text: str) -> list[int]:
@@ -23,6 +23,26 @@ def shape(text: str) -> list[int]:
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"dimensions must be positive, got {text!r}")
     return dims
+
+
+def positive(text: str) -> int:
+    """A positive integer (an argparse ``type``)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def count(text: str) -> int:
+    """0 or a positive integer (an argparse ``type``)."""
+    return _int_at_least(text, 0, "0 or a positive integer")
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
 
 
 def overrides(items: Sequence[str]) -> dict[str, Any]:

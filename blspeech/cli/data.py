@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from .common import UserError
+from .common import UserError, positive
 
 EXIT_PROBLEMS = 1
 
@@ -42,16 +42,6 @@ def _factors(text: str) -> list[float]:
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"speed factors must be positive, got {text!r}")
     return values
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {n}")
-    return n
 
 
 def _read_id_list(path: str) -> list[str]:
@@ -191,9 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--utt-list", metavar="FILE", help="keep the utterances listed in FILE")
     how.add_argument("--spk-list", metavar="FILE",
                      help="keep all utterances of the speakers listed in FILE")
-    how.add_argument("--first", type=_positive, metavar="N", help="the first N utterances")
-    how.add_argument("--last", type=_positive, metavar="N", help="the last N utterances")
-    how.add_argument("--random", type=_positive, metavar="N", help="N random utterances")
+    how.add_argument("--first", type=positive, metavar="N", help="the first N utterances")
+    how.add_argument("--last", type=positive, metavar="N", help="the last N utterances")
+    how.add_argument("--random", type=positive, metavar="N", help="N random utterances")
     p.add_argument("--seed", type=int, default=0, help="random seed for --random (default: 0)")
     p.set_defaults(func=cmd_subset)
 

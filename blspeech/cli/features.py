@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import positive
+
 
 def cmd_compute_feats(args: argparse.Namespace) -> int:
     from ..extract import compute_feats, load_frontend_config
@@ -28,16 +30,6 @@ def cmd_compute_cmvn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the ``blspeech`` parser."""
     p = sub.add_parser(
@@ -59,17 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  blspeech compute-feats data/8k --sample-rate 8000 --num-mel-bins 40 --skip-bad"),
     )
     p.add_argument("dir", metavar="DIR", help="Kaldi data dir (needs wav.scp)")
-    p.add_argument("--nj", type=_positive, default=1, metavar="N",
+    p.add_argument("--nj", type=positive, default=1, metavar="N",
                    help="parallel jobs (processes), one thread each (default: 1)")
     p.add_argument("--out-dir", metavar="OUT",
                    help="where the ark/scp files go (default: DIR/data)")
     p.add_argument("--config", metavar="YAML",
                    help="front-end options (LogMel arguments, e.g. a conf/fbank.yaml written "
                         "by an earlier run); the options below override it")
-    p.add_argument("--sample-rate", type=_positive, metavar="HZ",
+    p.add_argument("--sample-rate", type=positive, metavar="HZ",
                    help="feature sample rate; other rates are resampled (default: the config's,"
                         " else the first utterance's rate)")
-    p.add_argument("--num-mel-bins", type=_positive, metavar="N",
+    p.add_argument("--num-mel-bins", type=positive, metavar="N",
                    help="mel bins (default: config's, else 80)")
     p.add_argument("--skip-bad", action="store_true",
                    help="leave unreadable/too-short/NaN utterances out and list them in "

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .common import UserError, overrides
+from .common import UserError, overrides, positive
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
@@ -41,16 +41,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the ``blspeech`` parser."""
     p = sub.add_parser(
@@ -70,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out_dir", metavar="OUT_DIR", help="tokenizer dir to write")
     p.add_argument("--kind", choices=("bpe", "char"), default="bpe",
                    help="sentencepiece BPE or characters (default: bpe)")
-    p.add_argument("--vocab-size", type=_positive, default=256, metavar="N",
+    p.add_argument("--vocab-size", type=positive, default=256, metavar="N",
                    help="BPE vocabulary size including <blank> and <unk> (default: 256)")
     p.add_argument("--case", choices=("keep", "lower", "upper"), default="keep",
                    help="case normalization of the transcripts (default: keep)")
