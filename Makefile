@@ -1,6 +1,9 @@
 # blspeech: the README's commands. Each target sets up what it needs.
 #   make test   - create/refresh .venv, install Debian packages (as root), run the test suite
-#   make demo   - the embedded recipe end to end (arrives with recipes/telephony_mini)
+#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (about 25
+#                 minutes on 2 CPU cores); DEMO_ARGS passes options, e.g.
+#                 make demo DEMO_ARGS="--quick true"   or   DEMO_ARGS="--device cuda"
+#   make demo-quick - the same with --quick true (a few minutes, small corpus)
 #   make setup  - only the set-up: .venv with blspeech editable + extras dev,vision
 #   make lint   - ruff
 
@@ -10,8 +13,9 @@ STAMP := $(VENV)/.installed
 # Debian packages the recipes and tests use (audio tools, synthesis, NIST sclite).
 DEB_PACKAGES := sox espeak-ng flite sctk asterisk-core-sounds-en-wav asterisk-core-sounds-en
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 
-.PHONY: setup deb test demo lint clean-venv
+.PHONY: setup deb test demo demo-quick lint clean-venv
 
 setup: $(STAMP) deb
 
@@ -39,11 +43,11 @@ deb:
 test: setup
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
-demo:
-	@echo "make demo: the embedded telephony recipe (recipes/telephony_mini) is not written yet;"
-	@echo "it arrives with issue 5. Today you can run: make test, or"
-	@echo "  .venv/bin/blspeech profile bl_resnet50 --input-shape 3,224,224"
-	@exit 1
+demo: setup
+	PYTHON=$(CURDIR)/$(VENV)/bin/python recipes/telephony_mini/run.sh $(DEMO_ARGS)
+
+demo-quick: setup
+	PYTHON=$(CURDIR)/$(VENV)/bin/python recipes/telephony_mini/run.sh --quick true $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -127,3 +127,24 @@ def test_bn_without_running_stats_is_left_alone():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False))
     fused = fuse(model)
     assert isinstance(fused[1], nn.BatchNorm2d)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("name", ["resnet_am_tiny", "bl_resnet_am_tiny", "quartznet_tiny",
+                                  "conformer_tiny"])
+def test_speech_encoders_fold_and_stay_padding_invariant(name, channels_last):
+    torch.manual_seed(0)
+    model = randomize(build_model(name))
+    before = num_bn(model)
+    fused = fuse(model, channels_last=channels_last)
+    # Every BN of the conv encoders folds; the Conformer's BN follows a depthwise conv.
+    assert num_bn(fused) == 0 and before > 0
+    feats, lengths = torch.randn(2, 120, 40), torch.tensor([120, 77])
+    with torch.no_grad():
+        ref, ref_len = model(feats, lengths)
+        out, out_len = fused(feats, lengths)
+        alone, _ = fused(feats[1:, :77], lengths[1:])
+    assert torch.equal(out_len, ref_len)
+    assert_close_rel(out, ref)
+    n = int(out_len[1])
+    assert_close_rel(out[1, :n], alone[0, :n])

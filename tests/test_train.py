@@ -215,7 +215,8 @@ def test_resume_after_kill_continues_the_same_loss_curve(corpus, straight_run, t
     proc.stderr.close()
     assert proc.wait(timeout=60) == -signal.SIGKILL, "training ended before it was killed"
     before = step_losses(exp / "train.log")
-    assert 7 <= max(before) < 12
+    # The kill can land between a step's stderr line and its train.log line.
+    assert 6 <= max(before) < 12
 
     done = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -224,7 +225,9 @@ def test_resume_after_kill_continues_the_same_loss_curve(corpus, straight_run, t
     assert resumed and (resumed.group(1), resumed.group(2)) in (("1", "6"), ("2", "8"))
     after = step_losses(exp / "train.log")
     assert sorted(after) == list(range(1, 13))
-    replayed = [s for s, v in after.items() if len(v) > 1]
+    # Step 7 ran before the kill (its stderr line was read), so it was replayed even when
+    # its first train.log line was lost to the kill.
+    replayed = [s for s, v in after.items() if len(v) > 1 or (s == 7 and 7 not in before)]
     assert replayed, "no step ran twice: the kill did not land after a checkpoint"
     for step, values in after.items():
         for v in values:

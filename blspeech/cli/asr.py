@@ -1,4 +1,5 @@
-"""Recognition commands: ``decode``, ``align`` (CTC forced alignment), ``train-lm``."""
+"""Recognition commands: ``decode``, ``align`` (CTC forced alignment), ``train-lm``,
+``compare-models`` (FLOPs and real-time factor of several checkpoints, side by side)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,33 @@ def cmd_align(args: argparse.Namespace) -> int:
         num_workers=args.nj, device=args.device,
         allow_wavscp_commands=not args.no_wavscp_commands, progress=not args.no_progress)
     print(json.dumps(summary))
+    return 0
+
+
+@_command("compare-models")
+def cmd_compare_models(args: argparse.Namespace) -> int:
+    from ..compare import measure_efficiency
+    from ..fileio import atomic_write
+
+    checkpoints: dict[str, str] = {}
+    for spec in args.models:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UserError(f"expected NAME=CHECKPOINT, got {spec!r}")
+        if name in checkpoints:
+            raise UserError(f"model name {name!r} given twice")
+        checkpoints[name] = path
+    results = measure_efficiency(
+        checkpoints, args.data_dir, device=args.device, threads=args.threads,
+        repeats=args.repeats, max_utts=args.max_utts, max_frames=args.max_frames,
+        num_workers=args.nj, allow_wavscp_commands=not args.no_wavscp_commands,
+        progress=not args.no_progress)
+    if args.out:
+        with atomic_write(args.out) as f:
+            json.dump(results, f, indent=2)
+            f.write("\n")
+    for name, row in results.items():
+        print(json.dumps({"name": name, **row}))
     return 0
 
 
@@ -217,6 +245,37 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (default: torch's choice)")
     _common_data_options(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser(
+        "compare-models",
+        help="parameters, GFLOPs per second of audio and decoding RTF of several models",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Load each CHECKPOINT and measure, side by side in one process: parameters,\n"
+            "GFLOPs per second of audio (torch's FLOP counter on a 10 s input; gmacs_per_sec\n"
+            "is the same in multiply-adds, the bL-Net paper's unit) and the real-time factor\n"
+            "of greedy decoding DATA_DIR (model forward + best path, batched as in 'blspeech\n"
+            "decode', features read before timing). The models take turns in each of\n"
+            "--repeats rounds (rotating order); the median is reported. Prints one JSON line\n"
+            "per model; --out also writes them as one JSON object."),
+        epilog=(
+            "example:\n"
+            "  blspeech compare-models resnet=exp/resnet_am/final.pt \\\n"
+            "      bl=exp/bl_resnet_am/final.pt --data-dir data/test --threads 2 --repeats 5"),
+    )
+    p.add_argument("models", nargs="+", metavar="NAME=CHECKPOINT",
+                   help="a name for the model and its checkpoint")
+    p.add_argument("--data-dir", required=True, metavar="DIR",
+                   help="data dir whose utterances are decoded for the RTF")
+    p.add_argument("--max-utts", type=count, default=0, metavar="N",
+                   help="use the first N utterances only (default: 0, all)")
+    p.add_argument("--repeats", type=positive, default=5, metavar="N",
+                   help="timed rounds per model (default: 5)")
+    p.add_argument("--out", metavar="JSON", help="also write the results to this file")
+    p.add_argument("--threads", type=positive, metavar="N",
+                   help="torch CPU threads (default: torch's choice)")
+    _common_data_options(p)
+    p.set_defaults(func=cmd_compare_models)
 
     p = sub.add_parser(
         "align",

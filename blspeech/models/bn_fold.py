@@ -8,8 +8,9 @@ up to float rounding (the fold itself is computed in float64).
 :func:`fuse` finds the conv/BN pairs with one mechanism, a table of ``(conv_attr, bn_attr)``
 pairs per module class (:data:`FUSE_PAIRS`), plus a scan of every ``nn.Sequential`` for a
 ``Conv2d`` directly followed by a ``BatchNorm2d`` (the avg-pool/conv/BN shortcuts and the
-Little branch's ``little_e``). Classes of other code (for instance torchvision's ResNet, which
-:func:`fuse` knows when torchvision is loaded) can be added with :func:`register_fuse_pairs`.
+Little branch's ``little_e``), or a ``Conv1d`` by a ``BatchNorm1d`` (1-D speech encoders).
+Classes of other code (for instance torchvision's ResNet, which :func:`fuse` knows when
+torchvision is loaded) can be added with :func:`register_fuse_pairs`.
 
 Example:
     >>> import torch
@@ -75,7 +76,7 @@ def _register_torchvision() -> None:
 
 
 @torch.no_grad()
-def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+def fold_bn(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> None:
     """Fold eval-mode ``bn`` into ``conv`` in place (``conv`` gets a bias)."""
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("cannot fold a BatchNorm without running statistics")
@@ -94,15 +95,14 @@ def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
     if conv.bias is not None:
         shift = shift + conv.bias.double() * scale
     dtype = conv.weight.dtype
-    conv.weight.copy_((w * scale.view(-1, 1, 1, 1)).to(dtype))
+    conv.weight.copy_((w * scale.view(-1, *[1] * (w.dim() - 1))).to(dtype))
     conv.bias = nn.Parameter(shift.to(dtype=dtype, device=conv.weight.device),
                              requires_grad=False)
 
 
 def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
     return (
-        type(conv) is nn.Conv2d
-        and type(bn) is nn.BatchNorm2d
+        (type(conv), type(bn)) in ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv1d, nn.BatchNorm1d))
         and bn.track_running_stats
         and conv.out_channels == bn.num_features
     )

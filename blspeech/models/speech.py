@@ -39,6 +39,7 @@ from torch import nn
 
 from .big_little import BigLittleModule
 from .blocks import init_weights, make_stage
+from .bn_fold import register_fuse_pairs
 from .registry import register_model
 
 TIME_SUBSAMPLING = (1, 2, 4)
@@ -212,6 +213,10 @@ class _TCSConv(nn.Sequential):
         )
 
 
+# Its forward is Sequential's, so its pointwise conv's output goes straight to the BN.
+register_fuse_pairs(_TCSConv, (("1", "2"),))
+
+
 class _QuartzBlock(nn.Module):
     """``repeats`` TCS sub-blocks; the residual (1x1 conv + BN) joins before the last ReLU."""
 
@@ -358,11 +363,15 @@ def conformer(**kwargs: Any) -> ConformerEncoder:
     return ConformerEncoder(**kwargs)
 
 
-# Size presets. "tiny": tests; "small": trains on a 2-core CPU in minutes; "swbd":
-# Switchboard-300h size. The bL model of a preset differs from its baseline only in
-# big_little=True (same widths, depths, stem and projection).
+# Size presets. "tiny": tests; "mini": the telephony_mini demo; "small": a few hours of
+# speech on a CPU or one GPU; "swbd": Switchboard-300h size. The bL model of a preset
+# differs from its baseline only in big_little=True (same widths, depths, stem and
+# projection).
 _RESNET_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(widths=[16, 32, 48, 64], blocks=[2, 2, 2, 2], stem_channels=16, output_dim=64),
+    # bL in all four stages brings the mini bL model under 0.7x the baseline's FLOPs.
+    "mini": dict(widths=[24, 32, 48, 64], blocks=[3, 3, 3, 2], stem_channels=16,
+                 output_dim=128, bl_stages=4),
     "small": dict(widths=[32, 64, 96, 128], blocks=[3, 3, 3, 2], stem_channels=32,
                   output_dim=256),
     "swbd": dict(widths=[64, 128, 256, 512], blocks=[4, 6, 8, 3], stem_channels=64,
@@ -374,6 +383,8 @@ _RESNET_COMMON = dict(num_mel_bins=40, freq_strides=[1, 2, 2, 2], block="basic",
 _QUARTZ_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(stem_channels=32, channels=[32, 32, 48], kernels=[11, 13, 15], repeats=2,
                  final_kernel=17, output_dim=64),
+    "mini": dict(stem_channels=96, channels=[96, 96, 128, 128, 160],
+                 kernels=[33, 39, 51, 63, 75], repeats=2, final_kernel=87, output_dim=192),
     "small": dict(stem_channels=128, channels=[128, 128, 192, 192, 256],
                   kernels=[33, 39, 51, 63, 75], repeats=3, final_kernel=87, output_dim=256),
     "swbd": dict(stem_channels=256, channels=[256, 256, 256, 512, 512],
@@ -382,6 +393,8 @@ _QUARTZ_PRESETS: dict[str, dict[str, Any]] = {
 _CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(d_model=64, num_heads=2, ffn_dim=128, num_layers=2, conv_kernel=15,
                  subsampling_channels=32),
+    "mini": dict(d_model=96, num_heads=4, ffn_dim=384, num_layers=4, conv_kernel=15,
+                 subsampling_channels=64),
     "small": dict(d_model=144, num_heads=4, ffn_dim=576, num_layers=6, conv_kernel=31,
                   subsampling_channels=144),
     "swbd": dict(d_model=256, num_heads=4, ffn_dim=1024, num_layers=16, conv_kernel=31,
@@ -389,9 +402,9 @@ _CONFORMER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 for _preset, _cfg in _RESNET_PRESETS.items():
-    register_model(f"resnet_am_{_preset}", resnet_am, **_RESNET_COMMON, **_cfg,
+    register_model(f"resnet_am_{_preset}", resnet_am, **{**_RESNET_COMMON, **_cfg},
                    big_little=False)
-    register_model(f"bl_resnet_am_{_preset}", resnet_am, **_RESNET_COMMON, **_cfg,
+    register_model(f"bl_resnet_am_{_preset}", resnet_am, **{**_RESNET_COMMON, **_cfg},
                    big_little=True)
 for _preset, _cfg in _QUARTZ_PRESETS.items():
     register_model(f"quartznet_{_preset}", quartznet, num_mel_bins=40, stem_kernel=33,

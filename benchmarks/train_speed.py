@@ -1,0 +1,166 @@
+"""Training speed: a baseline ResNet acoustic model against its Big-Little twin.
+
+Run (from the repository root)::
+
+    .venv/bin/python benchmarks/train_speed.py                        # CPU, the mini presets
+    .venv/bin/python benchmarks/train_speed.py --device cuda          # bf16 autocast on CUDA
+    .venv/bin/python benchmarks/train_speed.py --device cuda --preset swbd --batch 32
+    .venv/bin/python benchmarks/train_speed.py --json                 # one JSON object
+
+Each model (a :class:`~blspeech.models.asr.CTCModel` over ``resnet_am_<preset>`` and
+``bl_resnet_am_<preset>``) trains on the same random batches: ``--batch`` utterances of
+``--seconds`` seconds of 40-bin features with random token targets, full training steps
+(forward, CTC loss, backward, gradient clipping, AdamW step). After ``--warmup`` untimed
+steps per model, ``--rounds`` rounds each time ``--steps`` steps of every model, the models
+taking turns in a rotating order so both see the same machine state. The table gives the
+median time per step, throughput in seconds of audio per second, and the bL/baseline time
+ratio, next to the ratio of FLOPs counted by torch's flop counter (forward, one 10 s
+utterance). On CUDA, autocast runs in bfloat16 (the CTC loss in float32) and the peak GPU
+memory of each model is shown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from blspeech.models import build_model
+from blspeech.models.asr import CTCModel
+
+FRAME_SHIFT = 0.01
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--preset", default="mini", help="tiny, mini, small or swbd (default: mini)")
+    p.add_argument("--batch", type=int, default=16, help="utterances per step (default: 16)")
+    p.add_argument("--seconds", type=float, default=5.0, help="utterance length (default: 5)")
+    p.add_argument("--vocab", type=int, default=30, help="output tokens (default: 30)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round (default: 5)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds (default: 5)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps (default: 3)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: torch's default")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda, but CUDA is not available here")
+    return args
+
+
+def flops_per_second(model: torch.nn.Module, device: torch.device) -> float:
+    feats = torch.zeros(1, int(10 / FRAME_SHIFT), 40, device=device)
+    counter = FlopCounterMode(display=False)
+    model.eval()
+    with counter, torch.no_grad():
+        model(feats, torch.tensor([feats.shape[1]], device=device))
+    model.train()
+    return counter.get_total_flops() / 10.0
+
+
+class Trainer:
+    """One model, its optimizer and a fixed batch."""
+
+    def __init__(self, name: str, args: argparse.Namespace, device: torch.device) -> None:
+        torch.manual_seed(0)
+        self.name = name
+        self.device = device
+        self.model = CTCModel(build_model(name), args.vocab).to(device)
+        self.flops = flops_per_second(self.model, device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        frames = int(args.seconds / FRAME_SHIFT)
+        g = torch.Generator().manual_seed(1)
+        self.feats = torch.randn(args.batch, frames, 40, generator=g).to(device)
+        self.lengths = torch.full((args.batch,), frames, device=device)
+        # About one token per 4 output frames, like characters of fast speech.
+        n_tok = max(1, frames // (self.model.time_subsampling * 4))
+        self.targets = torch.randint(1, args.vocab, (args.batch, n_tok), generator=g).to(device)
+        self.target_lengths = torch.full((args.batch,), n_tok, device=device)
+        self.bf16 = device.type == "cuda"
+
+    def step(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            log_probs, out_lengths = self.model(self.feats, self.lengths)
+        loss = self.model.loss(log_probs.float(), out_lengths, self.targets,
+                               self.target_lengths) / self.feats.shape[0]
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+
+    def timed(self, steps: int) -> float:
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        sync()
+        return (time.perf_counter() - start) / steps
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    names = [f"resnet_am_{args.preset}", f"bl_resnet_am_{args.preset}"]
+    trainers = [Trainer(n, args, device) for n in names]
+    for t in trainers:
+        for _ in range(args.warmup):
+            t.step()
+    times: dict[str, list[float]] = {t.name: [] for t in trainers}
+    peak: dict[str, int] = {}
+    for r in range(args.rounds):
+        for t in trainers[r % 2:] + trainers[:r % 2]:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            times[t.name].append(t.timed(args.steps))
+            if device.type == "cuda":
+                peak[t.name] = max(peak.get(t.name, 0), torch.cuda.max_memory_allocated(device))
+    audio = args.batch * args.seconds
+    rows = {}
+    for t in trainers:
+        med = statistics.median(times[t.name])
+        rows[t.name] = {"step_seconds": round(med, 5), "audio_seconds_per_second": round(
+            audio / med, 1), "gflops_per_sec_audio": round(t.flops / 1e9, 4),
+            "params": sum(p.numel() for p in t.model.parameters()),
+            "steps_timed": args.steps * args.rounds}
+        if t.name in peak:
+            rows[t.name]["peak_memory_mib"] = round(peak[t.name] / 2**20, 1)
+    base, bl = (rows[n] for n in names)
+    result = {
+        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                   else f"cpu ({platform.processor() or platform.machine()}, "
+                        f"{torch.get_num_threads()} threads)"),
+        "dtype": "bf16 autocast" if device.type == "cuda" else "float32",
+        "torch": torch.__version__, "batch": args.batch, "seconds": args.seconds,
+        "models": rows,
+        "time_ratio_bl_over_baseline": round(bl["step_seconds"] / base["step_seconds"], 3),
+        "flops_ratio_bl_over_baseline": round(bl["gflops_per_sec_audio"]
+                                              / base["gflops_per_sec_audio"], 3)}
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"device: {result['device']}, {result['dtype']}, torch {result['torch']}; batch "
+          f"{args.batch} x {args.seconds:g} s, median of {args.rounds} rounds x {args.steps} "
+          "steps")
+    print(f"{'model':<24}{'params':>10}{'GFLOPs/s audio':>16}{'s/step':>10}"
+          f"{'audio s/s':>11}" + (f"{'peak MiB':>10}" if peak else ""))
+    for name, r in rows.items():
+        print(f"{name:<24}{r['params']:>10}{r['gflops_per_sec_audio']:>16.3f}"
+              f"{r['step_seconds']:>10.4f}{r['audio_seconds_per_second']:>11.1f}"
+              + (f"{r['peak_memory_mib']:>10.1f}" if peak else ""))
+    print(f"bL / baseline: training time {result['time_ratio_bl_over_baseline']:.3f}, "
+          f"FLOPs {result['flops_ratio_bl_over_baseline']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

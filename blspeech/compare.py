@@ -1,0 +1,267 @@
+"""Compare trained acoustic models: compute per second of audio, real-time factor, Pareto front.
+
+:func:`measure_efficiency` loads several checkpoints (written by ``blspeech train``) and
+measures, side by side in one process:
+
+* ``params``: trainable parameters of the whole CTC model (encoder + output layer);
+* ``gflops_per_sec``: floating-point operations per second of audio, counted by torch's
+  ``FlopCounterMode`` on a 10 s input (convolutions and matrix products, 2 FLOPs per
+  multiply-add); ``gmacs_per_sec`` is the same count in multiply-adds, the unit of the
+  bL-Net paper's "FLOPs";
+* ``rtf``: the real-time factor of greedy decoding (model forward with BatchNorm folded
+  into the convolutions + best path over the data dir's features, in length-sorted
+  batches, as ``blspeech decode`` does) divided by the audio duration. Features are read
+  once before timing; the models then take turns in every repeat (the order rotates, so
+  none always runs first) and the median over repeats is reported, so every model sees
+  the same machine state.
+
+:func:`pareto_front`, :func:`write_report` turn per-encoder results (those numbers plus
+WERs) into ``results.json``, ``RESULTS.md`` and ``tradeoff.png`` (WER against GFLOPs per
+second of audio).
+
+Example:
+    >>> rows = measure_efficiency({"base": "exp/resnet_am/final.pt",
+    ...                            "bl": "exp/bl_resnet_am/final.pt"},
+    ...                           "data/test_real")                  # doctest: +SKIP
+    >>> rows["bl"]["gflops_per_sec"] / rows["base"]["gflops_per_sec"]  # doctest: +SKIP
+    0.69
+    >>> pareto_front([(1.0, 20.0), (0.7, 19.0), (0.5, 30.0), (0.8, 25.0)])
+    [False, True, True, False]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .decode import greedy_batch
+from .errors import UserError
+from .fileio import atomic_write
+from .inference import AcousticModelBundle, load_acoustic_model
+
+#: Seconds of audio in the FLOP-counting input.
+FLOP_SECONDS = 10.0
+
+
+def count_flops(bundle: AcousticModelBundle, seconds: float = FLOP_SECONDS) -> int:
+    """FLOPs of one forward pass of ``bundle``'s model over ``seconds`` of audio."""
+    dim = bundle.feature_dim
+    if dim is None:
+        raise UserError(f"{bundle.path}: the checkpoint records no feature dimension")
+    frames = round(seconds / bundle.frame_shift)
+    feats = torch.zeros(1, frames, dim, device=bundle.device)
+    lengths = torch.tensor([frames], device=bundle.device)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        bundle.model(feats, lengths)
+    return int(counter.get_total_flops())
+
+
+def _timed_decode(bundle: AcousticModelBundle, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                  ) -> float:
+    sync = torch.cuda.synchronize if bundle.device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for feats, lengths in batches:
+        log_probs, out_lengths = bundle.log_probs(feats, lengths)
+        greedy_batch(log_probs, out_lengths)
+    sync()
+    return time.perf_counter() - start
+
+
+def measure_efficiency(checkpoints: Mapping[str, str | os.PathLike], data_dir: str | os.PathLike,
+                       *, device: str = "cpu", threads: int | None = None, repeats: int = 5,
+                       max_utts: int = 0, max_frames: int = 20000, num_workers: int = 0,
+                       allow_wavscp_commands: bool | None = None,
+                       progress: bool = False) -> dict[str, dict[str, Any]]:
+    """Parameters, FLOPs per second of audio and greedy-decoding RTF of each checkpoint.
+
+    ``checkpoints`` maps a name to a checkpoint path. The RTF is measured on the first
+    ``max_utts`` utterances of ``data_dir`` (0: all) with ``threads`` torch threads
+    (None: torch's default), ``repeats`` times per model, interleaved; see the module
+    docstring. ``num_workers`` and ``allow_wavscp_commands`` apply to the untimed pass that
+    reads the features. Returns ``{name: {params, gflops_per_sec, gmacs_per_sec, rtf, rtf_runs,
+    audio_seconds, utterances, device, threads, checkpoint}}``.
+    """
+    if not checkpoints:
+        raise UserError("measure_efficiency needs at least one checkpoint")
+    if repeats < 1:
+        raise UserError(f"repeats must be >= 1, got {repeats}")
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        bundles = {name: load_acoustic_model(path, device) for name, path in checkpoints.items()}
+        inputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        audio_seconds, utterances = 0.0, 0
+        for name, bundle in bundles.items():
+            ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
+            if max_utts and len(ds) > max_utts:
+                ds = torch.utils.data.Subset(ds, range(max_utts))
+                ds.lengths = ds.dataset.lengths[:max_utts]  # what bundle.batches sorts by
+            # One untimed pass reads the features (and warms the model up).
+            inputs[name] = [(b["feats"], b["lengths"])
+                            for b, _, _ in bundle.batches(ds, max_frames=max_frames,
+                                                          num_workers=num_workers)]
+            seconds = sum(ds.lengths) * bundle.frame_shift
+            if audio_seconds and abs(seconds - audio_seconds) > 1e-6:
+                raise UserError(f"{checkpoints[name]}: its features of {data_dir} last "
+                                f"{seconds:.2f} s, the other models' {audio_seconds:.2f} s; "
+                                "compare models trained on the same front-end")
+            audio_seconds, utterances = seconds, len(ds)
+        if audio_seconds <= 0:
+            raise UserError(f"{data_dir} has no audio to decode")
+        names = list(bundles)
+        runs: dict[str, list[float]] = {name: [] for name in names}
+        from tqdm import tqdm
+
+        for r in tqdm(range(repeats), desc="rtf", disable=not progress, leave=False):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                runs[name].append(_timed_decode(bundles[name], inputs[name]) / audio_seconds)
+        results = {}
+        for name, bundle in bundles.items():
+            flops = count_flops(bundle) / FLOP_SECONDS
+            # Parameters as trained: folding BN into convs changes their count.
+            trained = load_acoustic_model(checkpoints[name], "cpu", fuse_bn=False).model
+            results[name] = {
+                "params": sum(p.numel() for p in trained.parameters()),
+                "gflops_per_sec": round(flops / 1e9, 5),
+                "gmacs_per_sec": round(flops / 2e9, 5),
+                "rtf": round(statistics.median(runs[name]), 6),
+                "rtf_runs": [round(x, 6) for x in runs[name]],
+                "audio_seconds": round(audio_seconds, 3), "utterances": utterances,
+                "device": str(bundle.device), "threads": torch.get_num_threads(),
+                "checkpoint": os.fspath(checkpoints[name])}
+        return results
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
+    """Which ``(cost, error)`` points no other point dominates (lower or equal in both,
+    lower in one)."""
+    def dominated(p: tuple[float, float]) -> bool:
+        return any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)
+    return [not dominated(p) for p in points]
+
+
+def claim_checks(rows: Sequence[Mapping[str, Any]], baseline: str, candidate: str,
+                 test_sets: Sequence[str], *, max_flops_ratio: float = 0.7,
+                 max_rtf_ratio: float = 0.8) -> list[dict[str, Any]]:
+    """The bL-Net efficiency claim, checked on measured rows: ``candidate`` needs at most
+    ``max_flops_ratio`` of ``baseline``'s FLOPs, no worse WER on every test set, at most
+    ``max_rtf_ratio`` of its RTF, and a place on the WER-vs-FLOPs Pareto front of all rows
+    for every test set."""
+    by = {r["encoder"]: r for r in rows}
+    if baseline not in by or candidate not in by:
+        return []
+    b, c = by[baseline], by[candidate]
+    flops = c["gflops_per_sec"] / b["gflops_per_sec"]
+    rtf = c["rtf_cpu"] / b["rtf_cpu"] if b.get("rtf_cpu") else float("nan")
+    checks = [{"check": f"GFLOPs {candidate} / {baseline}", "target": f"<= {max_flops_ratio}",
+               "measured": round(flops, 3), "met": flops <= max_flops_ratio}]
+    for t in test_sets:
+        checks.append({"check": f"WER {t}: {candidate} vs {baseline}", "target": "<=",
+                       "measured": f"{c['wer'][t]:.2f} vs {b['wer'][t]:.2f}",
+                       "met": c["wer"][t] <= b["wer"][t]})
+    checks.append({"check": f"CPU RTF {candidate} / {baseline}", "target": f"<= {max_rtf_ratio}",
+                   "measured": round(rtf, 3), "met": rtf <= max_rtf_ratio})
+    for t in test_sets:
+        front = pareto_front([(r["gflops_per_sec"], r["wer"][t]) for r in rows])
+        on = front[[r["encoder"] for r in rows].index(candidate)]
+        checks.append({"check": f"{candidate} on the WER-vs-GFLOPs Pareto front ({t})",
+                       "target": "yes", "measured": "yes" if on else "no", "met": on})
+    return checks
+
+
+def plot_tradeoff(rows: Sequence[Mapping[str, Any]], test_sets: Sequence[str], path: str) -> None:
+    """WER against GFLOPs per second of audio, one panel per test set, Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(test_sets), figsize=(5.2 * len(test_sets), 4.2),
+                             squeeze=False)
+    for ax, t in zip(axes[0], test_sets, strict=True):
+        pts = [(r["gflops_per_sec"], r["wer"][t]) for r in rows]
+        front = pareto_front(pts)
+        for r, (x, y), on in zip(rows, pts, front, strict=True):
+            ax.scatter([x], [y], s=60, marker="o" if on else "x", zorder=3)
+            ax.annotate(r["encoder"], (x, y), textcoords="offset points", xytext=(5, 5),
+                        fontsize=8)
+        line = sorted(p for p, on in zip(pts, front, strict=True) if on)
+        if len(line) > 1:
+            ax.step([p[0] for p in line], [p[1] for p in line], where="post", color="0.6",
+                    linestyle="--", zorder=1, label="Pareto front")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("GFLOPs per second of audio")
+        ax.set_ylabel(f"WER on {t} (%)")
+        ax.set_title(t)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def results_markdown(rows: Sequence[Mapping[str, Any]], test_sets: Sequence[str],
+                     baseline: str | None = None,
+                     checks: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The results table (and the claim checks) as Markdown."""
+    base = next((r for r in rows if r["encoder"] == baseline), None)
+    head = (["encoder", "params", "GFLOPs/s audio"] + (["x baseline"] if base else [])
+            + ["CPU RTF"] + (["x baseline"] if base else [])
+            + [f"WER {t} %" for t in test_sets] + ["train min", "Pareto"])
+    fronts = [pareto_front([(r["gflops_per_sec"], r["wer"][t]) for r in rows])
+              for t in test_sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows):
+        cells = [r["encoder"], f"{r['params'] / 1e6:.2f}M", f"{r['gflops_per_sec']:.3f}"]
+        if base:
+            cells.append(f"{r['gflops_per_sec'] / base['gflops_per_sec']:.2f}")
+        cells.append(f"{r['rtf_cpu']:.4f}")
+        if base:
+            cells.append(f"{r['rtf_cpu'] / base['rtf_cpu']:.2f}")
+        cells += [f"{r['wer'][t]:.2f}" for t in test_sets]
+        cells.append(f"{r['train_seconds'] / 60:.1f}")
+        cells.append(", ".join(t for t, f in zip(test_sets, fronts, strict=True) if f[i]) or "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    if checks:
+        lines += ["", "| claim | target | measured | met |", "|---|---|---|---|"]
+        lines += [f"| {c['check']} | {c['target']} | {c['measured']} | "
+                  f"{'yes' if c['met'] else '**no**'} |" for c in checks]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(rows: Sequence[Mapping[str, Any]], out_dir: str, test_sets: Sequence[str], *,
+                 baseline: str | None = None, candidate: str | None = None,
+                 preamble: str = "", epilogue: str = "") -> dict[str, str]:
+    """Write ``results.json`` (the rows), ``RESULTS.md`` and ``tradeoff.png`` to ``out_dir``,
+    each atomically. ``preamble``/``epilogue``: Markdown around the tables."""
+    for r in rows:
+        missing = [k for k in ("encoder", "params", "gflops_per_sec", "rtf_cpu", "wer",
+                               "train_seconds") if k not in r]
+        missing += [f"wer.{t}" for t in test_sets if t not in r.get("wer", {})]
+        if missing:
+            raise UserError(f"result for {r.get('encoder', '?')} lacks {', '.join(missing)}")
+    os.makedirs(out_dir, exist_ok=True)
+    checks = (claim_checks(rows, baseline, candidate, test_sets)
+              if baseline and candidate else [])
+    paths = {k: os.path.join(out_dir, n) for k, n in
+             (("json", "results.json"), ("md", "RESULTS.md"), ("png", "tradeoff.png"))}
+    with atomic_write(paths["json"]) as f:
+        json.dump(list(rows), f, indent=2)
+        f.write("\n")
+    plot_tradeoff(rows, test_sets, paths["png"])
+    md = preamble + results_markdown(rows, test_sets, baseline, checks) + epilogue
+    with atomic_write(paths["md"]) as f:
+        f.write(md)
+    return paths

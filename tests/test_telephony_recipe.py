@@ -1,0 +1,222 @@
+"""recipes/telephony_mini/run.sh end to end, in miniature: a few dozen utterances, the tiny
+encoders, one epoch. Checks every output file, resuming after a kill, and that a trained
+model decodes another data dir with ``blspeech decode``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from blspeech.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "recipes" / "telephony_mini"
+RUN_SH = RECIPE / "run.sh"
+ENCODERS = ["resnet_am_tiny", "bl_resnet_am_tiny", "quartznet_tiny", "conformer_tiny"]
+TESTS = ["test_real", "test_synth"]
+CORPUS = "--num-train 30 --num-dev 6 --num-test-real 5 --num-test-synth 6 --seed 3"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _cmd(data: Path, exp: Path, *extra: str) -> list[str]:
+    return [str(RUN_SH), "--data-dir", str(data), "--exp-dir", str(exp),
+            "--encoders", " ".join(ENCODERS), "--baseline", ENCODERS[0],
+            "--candidate", ENCODERS[1], "--epochs", "1", "--corpus-args", CORPUS,
+            "--train-args", "--set data.max_frames=3000 --set data.num_workers=0",
+            "--rtf-utts", "4", "--rtf-repeats", "2", "--vocab-size", "40", *extra]
+
+
+def run_recipe(data: Path, exp: Path, *extra: str) -> subprocess.CompletedProcess:
+    r = subprocess.run(_cmd(data, exp, *extra), env=_env(), capture_output=True, text=True,
+                       timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    root = tmp_path_factory.mktemp("telephony_recipe")
+    data, exp = root / "data", root / "exp"
+    r = run_recipe(data, exp)
+    return data, exp, r.stdout
+
+
+def test_every_output_file(recipe):
+    data, exp, stdout = recipe
+    for split in ("train", "dev", *TESTS):
+        for name in ("wav.scp", "text", "utt2spk", "feats.scp", "utt2num_frames"):
+            assert (data / split / name).is_file(), (split, name)
+    assert (data / "train" / "global_cmvn").is_file()
+    assert (data / "lang_bpe40" / "tokenizer.pt").is_file()
+    for enc in ENCODERS:
+        d = exp / enc
+        for name in ("final.pt", "best.pt", "last.pt", "metrics.jsonl", "config.yaml",
+                     "train_summary.json"):
+            assert (d / name).is_file(), (enc, name)
+        assert load_checkpoint(d / "final.pt")["model_config"]["encoder"]["name"] == enc
+        for t in TESTS:
+            dec = d / f"decode_{t}"
+            for name in ("text", "ctm", "wer.json", "wer.txt", "sclite.json"):
+                assert (dec / name).is_file(), (enc, t, name)
+            hyp_ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
+            ref_ids = [line.split()[0] for line in (data / t / "text").read_text().splitlines()]
+            assert hyp_ids == ref_ids
+            # NIST sclite's counts equal blspeech's on every decode.
+            assert json.loads((dec / "sclite.json").read_text())["agree"] is True
+    # No temporary files are left behind.
+    assert not [p for p in exp.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_results_json(recipe):
+    data, exp, _ = recipe
+    rows = json.loads((exp / "results.json").read_text())
+    assert [r["encoder"] for r in rows] == ENCODERS
+    efficiency = json.loads((exp / "efficiency.json").read_text())
+    for r in rows:
+        assert isinstance(r["params"], int) and r["params"] > 0
+        assert r["gflops_per_sec"] > 0 and r["gmacs_per_sec"] == pytest.approx(
+            r["gflops_per_sec"] / 2, rel=1e-3)
+        assert 0 < r["rtf_cpu"] < 5
+        assert r["rtf_cpu"] == efficiency[r["encoder"]]["rtf"]
+        assert len(r["rtf_cpu_runs"]) == 2
+        assert set(r["wer"]) == set(TESTS)
+        for t in TESTS:
+            wer = json.loads((exp / r["encoder"] / f"decode_{t}" / "wer.json").read_text())
+            assert r["wer"][t] == pytest.approx(wer["wer"], abs=0.01)
+            assert r["wer"][t] >= 0
+        assert r["train_seconds"] > 0 and r["epochs"] == 1
+        assert Path(r["checkpoint"]) == exp / r["encoder"] / "final.pt"
+    # Parameters of the model as trained (not of the BN-folded copy that is timed).
+    from blspeech.models.asr import acoustic_model_from_config
+
+    for r in rows:
+        model = acoustic_model_from_config(load_checkpoint(r["checkpoint"])["model_config"])
+        assert r["params"] == sum(p.numel() for p in model.parameters())
+    bl = {r["encoder"]: r for r in rows}
+    assert bl["bl_resnet_am_tiny"]["gflops_per_sec"] < bl["resnet_am_tiny"]["gflops_per_sec"]
+
+
+def test_results_md_and_plot(recipe):
+    data, exp, stdout = recipe
+    md = (exp / "RESULTS.md").read_text()
+    for enc in ENCODERS:
+        assert f"| {enc} |" in md
+    assert "| claim | target | measured | met |" in md
+    assert "GFLOPs bl_resnet_am_tiny / resnet_am_tiny" in md
+    assert "| train | 30 |" in md
+    assert "NIST sclite gives the same error counts" in md
+    assert "## Results" in stdout  # the table is printed at the end
+    image = matplotlib.image.imread(exp / "tradeoff.png")
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_rerun_keeps_finished_work(recipe):
+    data, exp, _ = recipe
+    files = [exp / enc / "final.pt" for enc in ENCODERS]
+    files += [exp / enc / f"decode_{t}" / "text" for enc in ENCODERS for t in TESTS]
+    before = {p: p.stat().st_mtime_ns for p in files}
+    r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "4")
+    assert "nothing to train" in r.stderr
+    assert "is up to date" in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in files} == before
+
+
+def test_trained_model_decodes_another_data_dir(recipe, tmp_path):
+    data, exp, _ = recipe
+    out = tmp_path / "decode_dev"
+    r = subprocess.run([sys.executable, "-m", "blspeech", "decode",
+                        str(exp / "bl_resnet_am_tiny" / "final.pt"), str(data / "dev"),
+                        str(out), "--no-progress"], env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["utterances"] == 6
+    assert len((out / "text").read_text().splitlines()) == 6
+
+
+def test_killed_run_resumes(recipe, tmp_path):
+    """Kill the recipe while it trains the second encoder; the re-run finishes it without
+    redoing the first encoder, and every output is complete."""
+    data, _, _ = recipe
+    exp = tmp_path / "exp"
+    enc = ENCODERS[:2]
+    cmd = _cmd(data, exp, "--stage", "3", "--encoders", " ".join(enc), "--epochs", "2")
+    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    first = exp / enc[0] / "final.pt"
+    second_started = exp / enc[1] / "config.yaml"
+    deadline = time.time() + 300
+    while not second_started.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert second_started.exists(), "the recipe never reached the second encoder"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.is_file() and not (exp / enc[1] / "final.pt").exists()
+    first_mtime = first.stat().st_mtime_ns
+    r = run_recipe(data, exp, "--stage", "3", "--encoders", " ".join(enc), "--epochs", "2",
+                   "--baseline", enc[0], "--candidate", enc[1])
+    assert first.stat().st_mtime_ns == first_mtime
+    rows = json.loads((exp / "results.json").read_text())
+    assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 2 for r_ in rows)
+    metrics = [json.loads(line) for line in
+               (exp / enc[1] / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert "RESULTS.md" in r.stdout
+
+
+def test_quick_and_bad_options(tmp_path):
+    r = subprocess.run([str(RUN_SH), "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "--quick" in r.stdout and "--stop-stage" in r.stdout
+    r = subprocess.run([str(RUN_SH), "--quick", "maybe"], capture_output=True, text=True,
+                       timeout=30, env=_env())
+    assert r.returncode == 2 and "true or false" in r.stderr
+    r = subprocess.run([str(RUN_SH), "--nope", "1"], capture_output=True, text=True,
+                       timeout=30, env=_env())
+    assert r.returncode == 2 and "unknown option --nope" in r.stderr
+    # A later stage without the earlier ones' outputs: one line naming what is missing.
+    r = subprocess.run([str(RUN_SH), "--stage", "7", "--exp-dir", str(tmp_path / "exp"),
+                        "--data-dir", str(tmp_path / "data")], capture_output=True,
+                       text=True, timeout=60, env=_env(), cwd=ROOT)
+    assert r.returncode == 2
+    assert "efficiency.json is missing; run stage 6 first" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_pareto_front_and_claim_checks():
+    from blspeech.compare import claim_checks, pareto_front
+
+    assert pareto_front([(1.0, 20.0), (0.7, 19.0), (0.5, 30.0), (0.8, 25.0)]) == [
+        False, True, True, False]
+    assert pareto_front([(1.0, 20.0), (1.0, 20.0)]) == [True, True]  # ties dominate nothing
+
+    def row(name, gflops, rtf, real, synth):
+        return {"encoder": name, "gflops_per_sec": gflops, "rtf_cpu": rtf,
+                "wer": {"test_real": real, "test_synth": synth}}
+
+    rows = [row("base", 1.0, 0.010, 20.0, 10.0), row("bl", 0.69, 0.0079, 20.0, 9.0),
+            row("peer", 0.5, 0.02, 25.0, 12.0)]
+    checks = claim_checks(rows, "base", "bl", TESTS)
+    assert [c["met"] for c in checks] == [True, True, True, True, True, True]
+    rows[1] = row("bl", 0.71, 0.0081, 20.5, 9.0)
+    checks = {c["check"]: c["met"] for c in claim_checks(rows, "base", "bl", TESTS)}
+    assert checks == {"GFLOPs bl / base": False, "WER test_real: bl vs base": False,
+                      "WER test_synth: bl vs base": True, "CPU RTF bl / base": False,
+                      "bl on the WER-vs-GFLOPs Pareto front (test_real)": True,
+                      "bl on the WER-vs-GFLOPs Pareto front (test_synth)": True}
+    rows.append(row("better", 0.6, 0.005, 19.0, 8.0))
+    checks = {c["check"]: c["met"] for c in claim_checks(rows, "base", "bl", TESTS)}
+    assert not checks["bl on the WER-vs-GFLOPs Pareto front (test_real)"]
+    assert claim_checks(rows, "base", "missing", TESTS) == []
