@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 
 import torch
 import yaml
@@ -22,6 +23,14 @@ from blspeech.checkpoint import load_checkpoint
 from blspeech.compare import write_report
 from blspeech.errors import UserError
 from blspeech.text import tokenizer_from_dict
+
+
+def fill(text: str, bullet: bool = False) -> str:
+    """One Markdown paragraph (or ``- `` bullet) of ``text``, wrapped at 90 columns."""
+    if bullet:
+        return textwrap.fill(" ".join(text.split()), 90, initial_indent="- ",
+                             subsequent_indent="  ")
+    return textwrap.fill(" ".join(text.split()), 90)
 
 
 def load_json(path: str, stage: str) -> object:
@@ -98,35 +107,31 @@ def main() -> int:
     eff_any = efficiency[first["encoder"]]
     tok = tokenizer_from_dict(load_checkpoint(first["checkpoint"])["tokenizer"])
     tokens = f"{tok.vocab_size} {'BPE pieces' if tok.kind == 'bpe' else 'characters'}"
-    preamble = f"""# telephony_mini results
-
-Every encoder was trained with the same CTC recipe ({first['epochs']} epochs, AdamW lr
-{config['optim']['lr']}, {config['schedule']['name']} schedule, {'SpecAugment' if
-config.get('specaug') else 'no SpecAugment'}, batches of
-{config['data']['max_frames']} frames, {tokens}) on the same corpus, and decoded greedily
-(no language model). Produced by `recipes/telephony_mini/run.sh` (stage 7) from the files
-under `{exp}/`; machine: {os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}),
-torch {torch.__version__}, training device {args.device}.
-
-Corpus (`{args.data_dir}/`):
-
-{chr(10).join(split_lines)}
-
-## Results
-
-- GFLOPs/s audio: floating-point operations per second of audio for the whole CTC model,
-  counted by torch's FLOP counter on a 10 s input (2 FLOPs per multiply-add; `gmacs_per_sec`
-  in results.json is the multiply-add count, the bL-Net paper's "FLOPs").
-- CPU RTF: seconds of greedy decoding (model forward + best path, batched as `blspeech
-  decode` does, features read beforehand) per second of audio on the first
-  {eff_any['utterances']} utterances of test_synth ({eff_any['audio_seconds']:.0f} s),
-  {eff_any['threads']} threads, median of {len(eff_any['rtf_runs'])} rounds in which the
-  models took turns (`blspeech compare-models`).
-- WER: greedy decoding, scored with sclite's alignment rules (`blspeech score`); "Pareto":
-  the test sets on which no other encoder has both fewer GFLOPs and a lower WER.
-- train min: wall-clock training time (all epochs, dev evaluation included).
-
-"""
+    specaug = "SpecAugment" if config.get("specaug") else "no SpecAugment"
+    cpu = platform.processor() or platform.machine()
+    intro = fill(f"""Every encoder was trained with the same CTC recipe ({first['epochs']} epochs,
+        AdamW lr {config['optim']['lr']}, {config['schedule']['name']} schedule, {specaug},
+        batches of {config['data']['max_frames']} frames, {tokens}) on the same corpus, and
+        decoded greedily (no language model). Produced by `recipes/telephony_mini/run.sh`
+        (stage 7) from the files under `{exp}/`; machine: {os.cpu_count()} CPU cores ({cpu}),
+        torch {torch.__version__}, training device {args.device}.""")
+    bullets = "\n".join(fill(b, bullet=True) for b in (
+        """GFLOPs/s audio: floating-point operations per second of audio for the whole CTC
+        model, counted by torch's FLOP counter on a 10 s input (2 FLOPs per multiply-add;
+        `gmacs_per_sec` in results.json is the multiply-add count, the bL-Net paper's
+        "FLOPs").""",
+        f"""CPU RTF: seconds of greedy decoding (model forward with BatchNorm folded + best
+        path, batched as `blspeech decode` does, features read beforehand) per second of
+        audio on {eff_any['utterances']} utterances of test_synth
+        ({eff_any['audio_seconds']:.0f} s), {eff_any['threads']} threads, median of
+        {len(eff_any['rtf_runs'])} rounds in which the models took turns (`blspeech
+        compare-models`).""",
+        """WER: greedy decoding, scored with sclite's alignment rules (`blspeech score`);
+        "Pareto": the test sets on which no other encoder has both fewer GFLOPs and a lower
+        WER.""",
+        "train min: wall-clock training time (all epochs, dev evaluation included)."))
+    preamble = (f"# telephony_mini results\n\n{intro}\n\nCorpus (`{args.data_dir}/`):\n\n"
+                + "\n".join(split_lines) + f"\n\n## Results\n\n{bullets}\n\n")
     epilogue = ""
     sclite = [r.get("sclite_agrees") for r in rows if "sclite_agrees" in r]
     if sclite:
@@ -134,6 +139,8 @@ Corpus (`{args.data_dir}/`):
                                          if all(sclite) else
                                          "DISAGREES on some decodes: see decode_*/sclite.json.")
                      + "\n")
+    epilogue += ("\nOne training run per encoder (one seed); what differences of this size mean "
+                 "is discussed\nunder Results in recipes/telephony_mini/README.md.\n")
     if any("rtf_gpu" in r for r in rows):
         epilogue += "\nGPU RTF (same measurement on " + args.device + "): " + ", ".join(
             f"{r['encoder']} {r['rtf_gpu']:.5f}" for r in rows if "rtf_gpu" in r) + "\n"
