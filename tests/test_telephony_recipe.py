@@ -195,6 +195,29 @@ def test_quick_and_bad_options(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_compare_models_command_errors(recipe, tmp_path):
+    data, exp, _ = recipe
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "blspeech", "compare-models", *args],
+                              env=_env(), capture_output=True, text=True, timeout=120)
+
+    r = run(str(exp / "resnet_am_tiny" / "final.pt"), "--data-dir", str(data / "dev"))
+    assert r.returncode == 2 and "expected NAME=CHECKPOINT" in r.stderr
+    r = run(f"a={exp / 'resnet_am_tiny' / 'final.pt'}", f"a={exp / 'quartznet_tiny' / 'final.pt'}",
+            "--data-dir", str(data / "dev"))
+    assert r.returncode == 2 and "given twice" in r.stderr
+    r = run(f"a={tmp_path / 'missing.pt'}", "--data-dir", str(data / "dev"))
+    assert r.returncode == 2 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
+    out = tmp_path / "eff.json"
+    r = run(f"a={exp / 'resnet_am_tiny' / 'final.pt'}", "--data-dir", str(data / "dev"),
+            "--max-utts", "2", "--repeats", "1", "--out", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["name"] == "a" and row["utterances"] == 2 and len(row["rtf_runs"]) == 1
+    assert json.loads(out.read_text())["a"]["rtf"] == row["rtf"]
+
+
 def test_pareto_front_and_claim_checks():
     from blspeech.compare import claim_checks, pareto_front
 

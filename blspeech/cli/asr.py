@@ -254,10 +254,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Load each CHECKPOINT and measure, side by side in one process: parameters,\n"
             "GFLOPs per second of audio (torch's FLOP counter on a 10 s input; gmacs_per_sec\n"
             "is the same in multiply-adds, the bL-Net paper's unit) and the real-time factor\n"
-            "of greedy decoding DATA_DIR (model forward + best path, batched as in 'blspeech\n"
-            "decode', features read before timing). The models take turns in each of\n"
-            "--repeats rounds (rotating order); the median is reported. Prints one JSON line\n"
-            "per model; --out also writes them as one JSON object."),
+            "of greedy decoding DATA_DIR (model forward with BatchNorm folded + best path,\n"
+            "batched as in 'blspeech decode', features read before timing). The models take\n"
+            "turns in each of --repeats rounds (rotating order); the median is reported.\n"
+            "Prints one JSON line per model; --out also writes them as one JSON object."),
         epilog=(
             "example:\n"
             "  blspeech compare-models resnet=exp/resnet_am/final.pt \\\n"

@@ -109,7 +109,6 @@ if [[ $quick == true ]]; then
   exp_dir=$exp_dir/quick
   extra_corpus=(--quick true ${extra_corpus[@]+"${extra_corpus[@]}"})
   epochs=${epochs:-3}
-  rtf_repeats=3
   # 29 updates per epoch: reach the peak learning rate within the first epoch.
   quick_overrides=(--set schedule.warmup_steps=20)
 fi

@@ -27,7 +27,11 @@ def main() -> int:
     for path in candidates:
         if not os.path.isfile(path):
             continue
-        wer = (load_checkpoint(path).get("metrics") or {}).get("dev_wer")
+        try:
+            wer = (load_checkpoint(path).get("metrics") or {}).get("dev_wer")
+        except ValueError as e:  # missing, corrupt or foreign: one line naming the file
+            print(f"{sys.argv[0]}: {e}", file=sys.stderr)
+            return 2
         if wer is not None:
             scored.append((wer, len(scored), path))
     if not scored:
