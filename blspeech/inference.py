@@ -309,13 +309,19 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
                               f"{dim} features")
     model.eval()
     if fuse_bn:
-        from .models import fuse
-
-        model = fuse(model, channels_last=True)
+        model = fused_for_inference(model)
     model.to(dev)
     return AcousticModelBundle(model=model, tokenizer=tokenizer, normalizer=normalizer,
                                frontend=frontend, cmvn=mode, cmvn_stats=stats,
                                norm_vars=norm_vars, data_source=source, device=dev, path=path)
+
+
+def fused_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """The inference copy :func:`load_acoustic_model` uses with ``fuse_bn``: BatchNorms
+    folded into their convolutions, 2-D weights channels-last, no gradients."""
+    from .models import fuse
+
+    return fuse(model, channels_last=True)
 
 
 def _read_cmvn(entry: Any, path: str) -> tuple[str, torch.Tensor | None, bool]:

@@ -49,8 +49,10 @@ def encoder_row(exp: str, enc: str, efficiency: dict, test_sets: list[str],
         raise UserError(f"{exp}/efficiency.json has no {enc}; re-run stage 6 with the same "
                         "--encoders")
     eff = efficiency[enc]
-    metrics = []
-    with open(os.path.join(exp, enc, "metrics.jsonl"), encoding="utf-8") as f:
+    path = os.path.join(exp, enc, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing; run stage 3 (training) first")
+    with open(path, encoding="utf-8") as f:
         metrics = [json.loads(line) for line in f if line.strip()]
     with open(os.path.join(exp, enc, "config.yaml"), encoding="utf-8") as f:
         config = yaml.safe_load(f)
