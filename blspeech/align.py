@@ -9,7 +9,12 @@ that spells exactly that token sequence). Outputs in ``out_dir``:
 * ``ctm``: word times (``utt 1 start duration word``), a word lasting from the first frame
   of its first token to the last frame of its last token;
 * ``unaligned.txt``: utterances that could not be aligned and why (a transcript with
-  more tokens than the model has frames for it), also reported with a warning.
+  more tokens than the model has frames for it), also reported with a warning;
+* with ``hybrid_targets``: ``pdf.ark`` + ``pdf.scp``, the alignments turned into frame
+  targets of a hybrid head in the token topology
+  (:func:`blspeech.hybrid.ctc_path_to_pdfs`), and ``topology`` (``num_pdfs``,
+  ``ali_subsampling``: the model's time subsampling), for ``blspeech train`` with
+  ``head.type hybrid``.
 
 Example:
     >>> s = align_data_dir("exp/ctc/best.pt", "data/train", "exp/ctc/ali")  # doctest: +SKIP
@@ -80,8 +85,8 @@ def align_utterance(log_probs: torch.Tensor, targets: list[int], blank: int = 0
 def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                    data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    max_frames: int = 20000, num_workers: int = 0, device: str = "cpu",
-                   allow_wavscp_commands: bool | None = None, progress: bool = True
-                   ) -> dict[str, Any]:
+                   allow_wavscp_commands: bool | None = None, progress: bool = True,
+                   hybrid_targets: bool = False) -> dict[str, Any]:
     """Force-align every transcript of ``data_dir``; write ``ali.ark/.scp``, ``ctm`` and
     ``unaligned.txt`` (see the module notes) to ``out_dir``.
 
@@ -95,6 +100,8 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
 
     bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
               else load_acoustic_model(checkpoint, device))
+    if bundle.is_hybrid:
+        raise UserError(f"{bundle.path} is a hybrid model; forced alignment needs a CTC model")
     data_dir, out_dir = os.fspath(data_dir), os.fspath(out_dir)
     if not os.path.isfile(os.path.join(data_dir, "text")):
         raise UserError(f"{os.path.join(data_dir, 'text')} not found: alignment needs "
@@ -146,11 +153,17 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(bad_path)  # from an earlier run; this one aligned everything
+    targets = None
+    if hybrid_targets:
+        from .hybrid import write_hybrid_targets
+
+        targets = write_hybrid_targets(out_dir, {u: alis[u] for u in order}, tok.vocab_size,
+                                       int(getattr(bundle.model, "time_subsampling", 1)))
     return {"utterances": len(ds), "aligned": len(alis), "unaligned": len(unaligned),
             "frames": total_frames,
             "avg_logprob": round(total_score / total_frames, 4) if total_frames else None,
             "ali": scp, "ctm": os.path.join(out_dir, "ctm"),
-            "unaligned_list": bad_path if unaligned else None}
+            "unaligned_list": bad_path if unaligned else None, "hybrid_targets": targets}
 
 
 __all__ = ["align_data_dir", "align_utterance", "token_spans"]

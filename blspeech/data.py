@@ -305,6 +305,25 @@ class SpeechDataset(Dataset):
                 "text": None if self.texts is None else self.texts[i],
                 "speaker": self.speakers[i]}
 
+    def subset(self, utts: Sequence[str]) -> SpeechDataset:
+        """The same dataset restricted to ``utts`` (kept in this dataset's order), e.g. the
+        utterances that have alignments."""
+        import copy
+
+        keep = set(utts)
+        idx = [i for i, u in enumerate(self.utts) if u in keep]
+        if len(idx) != len(keep):
+            unknown = sorted(keep - set(self.utts))[:3]
+            raise ValueError(f"utterances not in {self.data_dir}: {', '.join(unknown)}")
+        sub = copy.copy(self)
+        sub.utts = [self.utts[i] for i in idx]
+        sub.lengths = [self.lengths[i] for i in idx]
+        sub.speakers = [self.speakers[i] for i in idx]
+        sub.texts = None if self.texts is None else [self.texts[i] for i in idx]
+        sub._cmvn_rx = [self._cmvn_rx[i] for i in idx] if self._cmvn_rx else []
+        sub._index = {u: i for i, u in enumerate(sub.utts)}
+        return sub
+
     @property
     def feat_dim(self) -> int:
         """Feature dimension (reads one matrix for ``source='feats'``)."""

@@ -1,4 +1,4 @@
-"""CTC decoding: search algorithms, word timings, and decoding a whole data dir.
+"""Decoding: CTC search algorithms, word timings, and decoding a whole data dir.
 
 Search takes log-probabilities ``(T, V)`` with blank id 0 and returns :class:`Hypothesis`
 objects holding token ids, the frame at which each token was emitted (for word times)
@@ -7,7 +7,11 @@ and the score:
 * :func:`greedy` / :func:`greedy_batch` -- best path (the batch version is vectorized);
 * :func:`prefix_beam_search` -- CTC prefix beam search without a language model;
 * :class:`~blspeech.lm_decode.LexiconLMDecoder` -- lexicon-constrained beam search with a
-  word n-gram LM (ARPA) through torchaudio's flashlight decoder (``method='lm'``).
+  word n-gram LM (ARPA) through torchaudio's flashlight decoder (``method='lm'``);
+* :func:`~blspeech.hybrid.viterbi_token_loop` -- for hybrid models trained on the token
+  topology (``method='viterbi'``): Viterbi over a free token loop on the scaled
+  log-likelihoods. Hybrid models over a Kaldi tree's pdfs decode with Kaldi's graphs
+  (``blspeech forward ... ark:- | latgen-faster-mapped ...``).
 
 :func:`decode_data_dir` runs a trained model (:func:`load_acoustic_model`) over a Kaldi
 data dir and writes ``text``, ``ctm`` and, when the data dir has transcripts, ``wer.json``
@@ -41,7 +45,7 @@ import torch
 from .errors import UserError
 from .inference import AcousticModelBundle, load_acoustic_model
 
-METHODS = ("greedy", "beam", "lm")
+METHODS = ("greedy", "beam", "lm", "viterbi")
 #: Beam widths when none is given: prefix beam search is Python (small beam); the
 #: lexicon search runs in C++ and needs room for several spellings per word prefix.
 DEFAULT_BEAM = {"beam": 8, "lm": 32}
@@ -233,6 +237,38 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+def _viterbi_searcher(bundle: AcousticModelBundle, insertion_penalty: float,
+                      prior_scale: float):
+    from .hybrid import viterbi_token_loop
+
+    def search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
+        ll = bundle.model.to_log_likelihoods(log_probs.cpu(), prior_scale)
+        hyps = []
+        for i, n in enumerate(lengths.tolist()):
+            tokens, frames = viterbi_token_loop(ll[i, : int(n)], insertion_penalty)
+            hyps.append(Hypothesis(tokens=tokens, frames=frames))
+        return hyps
+    return search
+
+
+def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
+    """The method to use for this model (default: greedy for CTC, viterbi for hybrid)."""
+    if bundle.is_hybrid and bundle.model.topology != "token":
+        raise UserError(f"{bundle.path} is a hybrid model over a Kaldi tree's pdfs: decode it "
+                        "with Kaldi, e.g. 'blspeech forward MODEL DATA ark:- | "
+                        "latgen-faster-mapped ... HCLG.fst ark:- ark:lat.ark'")
+    if method is None:
+        return "viterbi" if bundle.is_hybrid else "greedy"
+    if method not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if bundle.is_hybrid != (method == "viterbi"):
+        kind = "a hybrid" if bundle.is_hybrid else "a CTC"
+        fits = "viterbi" if bundle.is_hybrid else "greedy, beam or lm"
+        raise UserError(f"{bundle.path} is {kind} model: method {method!r} does not apply; "
+                        f"use {fits}")
+    return method
+
+
 def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: int | None,
               lm: str | os.PathLike | None, lexicon: str | os.PathLike | None,
               lm_weight: float, word_score: float):
@@ -255,10 +291,11 @@ def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: 
 
 def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                     data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
-                    method: str = "greedy", beam: int | None = None,
+                    method: str | None = None, beam: int | None = None,
                     lm: str | os.PathLike | None = None,
                     lexicon: str | os.PathLike | None = None, lm_weight: float = 2.0,
                     word_score: float = 0.0, token_prune: int | None = 16,
+                    insertion_penalty: float = 0.0, prior_scale: float = 1.0,
                     max_frames: int = 20000, num_workers: int = 0, threads: int | None = None,
                     device: str = "cpu", allow_wavscp_commands: bool | None = None,
                     progress: bool = True) -> dict[str, Any]:
@@ -272,7 +309,9 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     file of ``word [piece ...]`` lines, else from the LM's unigrams; ``lm_weight``
     scales the LM's log10 probabilities, ``word_score`` is added per word: tune both on
     a dev set). ``token_prune`` keeps that many most likely tokens per frame in the
-    beam searches (None: all).
+    beam searches (None: all). ``method=None`` picks ``greedy`` for a CTC model and
+    ``viterbi`` for a hybrid model of the token topology, whose search subtracts
+    ``prior_scale`` x the model's log-priors and charges ``insertion_penalty`` per token.
 
     Writes, each file atomically and only after every utterance is decoded (an error
     leaves earlier results untouched): ``text`` (``utt word ...``, sorted), ``ctm``
@@ -289,7 +328,7 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
         (200, 14.2, 0.031)
     """
     started = time.perf_counter()
-    if method not in METHODS:
+    if method is not None and method not in METHODS:
         raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "lm" and lm is None:
         raise UserError("method 'lm' needs an ARPA language model (--lm); train one with "
@@ -303,8 +342,13 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
         raise UserError(f"token_prune must be >= 1 or None, got {token_prune}")
     bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
               else load_acoustic_model(checkpoint, device))
+    method = _check_method(method, bundle)
+    if prior_scale < 0:
+        raise UserError(f"prior_scale must be >= 0, got {prior_scale}")
     # Build the search first: a bad LM or lexicon should fail before minutes of decoding.
-    search = _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight, word_score)
+    search = (_viterbi_searcher(bundle, insertion_penalty, prior_scale) if method == "viterbi"
+              else _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight,
+                             word_score))
     ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
     hyps: dict[str, Hypothesis] = {}
     with _torch_threads(threads):
@@ -323,7 +367,10 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
             "seconds": round(time.perf_counter() - started, 3),
             "decode_seconds": round(decode_seconds, 3),
             "audio_seconds": round(audio_seconds, 3),
-            "beam": beam if method != "greedy" else None, "out_dir": os.fspath(out_dir)}
+            "beam": beam if method in DEFAULT_BEAM else None,
+            **({"insertion_penalty": insertion_penalty, "prior_scale": prior_scale}
+               if method == "viterbi" else {}),
+            "out_dir": os.fspath(out_dir)}
 
 
 def _write_results(bundle: AcousticModelBundle, ds: Any, hyps: Mapping[str, Hypothesis],

@@ -3,8 +3,11 @@
 :func:`load_acoustic_model` reads a checkpoint written by ``blspeech train`` (keys
 ``model``, ``model_config``, ``tokenizer``, ``normalizer``, ``frontend``, ``cmvn``,
 ``data_source``) into an :class:`AcousticModelBundle`: the CTC model in eval mode with
-everything needed to feed it exactly as in training. Decoding (:mod:`blspeech.decode`)
-and forced alignment (:mod:`blspeech.align`) both read data dirs through it.
+everything needed to feed it exactly as in training. Decoding (:mod:`blspeech.decode`),
+forced alignment (:mod:`blspeech.align`) and :func:`forward_data_dir` (log-likelihoods
+for Kaldi decoders) all read data dirs through it. Hybrid models without the token
+topology have no tokenizer (their pdfs are a Kaldi tree's): they forward, but do not
+decode here.
 
 Example:
     >>> am = load_acoustic_model("exp/ctc_bl/best.pt")                  # doctest: +SKIP
@@ -36,7 +39,8 @@ _FRONTEND_KEYS = ("sample_rate", "num_mel_bins", "frame_length_ms", "frame_shift
 
 @dataclass
 class AcousticModelBundle:
-    """A CTC model with its tokenizer, text normalizer and feature pipeline.
+    """An acoustic model (CTC or hybrid head) with its tokenizer, text normalizer and
+    feature pipeline (``tokenizer``/``normalizer`` are None for a Kaldi-tree hybrid model).
 
     ``cmvn`` is the normalization mode used in training; for ``global`` the statistics
     come from the checkpoint (the training data's), for ``speaker``/``utterance`` from the
@@ -53,6 +57,10 @@ class AcousticModelBundle:
     data_source: str
     device: torch.device
     path: str = ""
+
+    @property
+    def is_hybrid(self) -> bool:
+        return self.model.config.get("head") == "hybrid"
 
     @property
     def frame_shift(self) -> float:
@@ -137,7 +145,8 @@ class AcousticModelBundle:
 
     def log_probs(self, feats: torch.Tensor, lengths: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, T, F)`` features -> CTC log-probabilities ``(B, T', V)`` float32 and lengths.
+        """``(B, T, F)`` features -> the model's log-probabilities ``(B, T', V)`` float32 (CTC
+        tokens or hybrid pdf posteriors) and lengths.
 
         Applies global CMVN (padded frames stay 0, as in training) and runs the model
         without gradients, on the bundle's device.
@@ -274,20 +283,33 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:
         raise bad("the weights do not fit the model config", e) from None
-    try:
-        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
-    except UserError as e:
-        raise bad("bad tokenizer", e) from None
-    except (KeyError, TypeError, AttributeError) as e:
-        raise bad("bad tokenizer entry", repr(e)) from None
-    if tokenizer.vocab_size != model.vocab_size:
-        raise UserError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the model "
-                        f"outputs {model.vocab_size}; the checkpoint mixes a model and a "
-                        "tokenizer that were not trained together")
-    try:
-        normalizer = TextNormalizer(**dict(ckpt["normalizer"] or {}))
-    except (TypeError, ValueError) as e:
-        raise bad("bad normalizer", e) from None
+    hybrid = model.config["head"] == "hybrid"
+    tokenizer = normalizer = None
+    if ckpt["tokenizer"] is None:
+        if not hybrid or model.topology is not None:
+            raise bad("bad tokenizer entry", "none recorded, but the model outputs tokens")
+    else:
+        try:
+            tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+        except UserError as e:
+            raise bad("bad tokenizer", e) from None
+        except (KeyError, TypeError, AttributeError) as e:
+            raise bad("bad tokenizer entry", repr(e)) from None
+        outputs = model.num_pdfs if hybrid else model.vocab_size
+        from .hybrid import token_topology_pdfs
+
+        wanted = token_topology_pdfs(tokenizer.vocab_size) if hybrid else tokenizer.vocab_size
+        if hybrid and model.topology is None:
+            wanted = outputs  # a Kaldi-tree model may carry a tokenizer for its transcripts
+        if wanted != outputs:
+            raise UserError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                            f"model outputs {outputs}{' pdfs' if hybrid else ''}; the "
+                            "checkpoint mixes a model and a tokenizer that were not trained "
+                            "together")
+        try:
+            normalizer = TextNormalizer(**dict(ckpt["normalizer"] or {}))
+        except (TypeError, ValueError) as e:
+            raise bad("bad normalizer", e) from None
     frontend = ckpt.get("frontend") or {}
     if not isinstance(frontend, Mapping):
         raise bad("bad frontend", "expected a dict of LogMel options")

@@ -1,8 +1,17 @@
-"""CTC training of the speech acoustic models, on one process or under torchrun (DDP).
+"""Training of the speech acoustic models (CTC or HMM-hybrid head), on one process or
+under torchrun (DDP).
 
     blspeech train --config ctc_small --train-dir data/train --dev-dir data/dev \\
         --tokenizer-dir data/lang_bpe --exp-dir exp/ctc_bl
     torchrun --nproc-per-node 4 -m blspeech train --config conf/ctc.yaml ...   # DDP
+    blspeech train --config conf/hybrid.yaml ... --train-ali "ark:gunzip -c \\
+        exp/tri4_ali/ali.*.gz | ali-to-pdf exp/tri4_ali/final.mdl ark:- ark:- |" \\
+        --dev-ali ...                                     # hybrid head (head.type hybrid)
+
+The hybrid head is trained with frame cross-entropy against pdf-id alignments (see
+:mod:`blspeech.hybrid`: length checks, subsampling, priors); it reports ``dev_frame_acc``
+instead of a dev WER, and its log-priors (from the training alignments) are saved in the
+model's state.
 
 The config (see :mod:`blspeech.train_config`) picks the encoder, the data, SpecAugment,
 the optimizer, the LR schedule and the training loop settings. One optimizer step is:
@@ -131,10 +140,10 @@ def ctc_loss_sum(log_probs: torch.Tensor, out_lengths: torch.Tensor,
 
 
 def train(config: Mapping[str, Any], *, train_dir: str | os.PathLike,
-          dev_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike,
-          exp_dir: str | os.PathLike, device: str | None = None, resume: bool = True
-          ) -> dict[str, Any]:
-    """Train a CTC model (see the module docstring); returns a summary dict.
+          dev_dir: str | os.PathLike, tokenizer_dir: str | os.PathLike | None,
+          exp_dir: str | os.PathLike, device: str | None = None, resume: bool = True,
+          train_ali: str | None = None, dev_ali: str | None = None) -> dict[str, Any]:
+    """Train an acoustic model (see the module docstring); returns a summary dict.
 
     ``config`` is a full or partial config (missing keys take their defaults). With
     ``resume`` an existing ``exp_dir/last.pt`` is continued; without, an earlier run's
@@ -152,8 +161,9 @@ def train(config: Mapping[str, Any], *, train_dir: str | os.PathLike,
     cfg = build_config(config)
     # Every check that can fail runs before joining the process group, so all ranks stop
     # with the same message instead of one hanging in a collective.
-    prep = prepare(cfg, os.fspath(train_dir), os.fspath(dev_dir), os.fspath(tokenizer_dir),
-                   os.fspath(exp_dir), device, resume)
+    prep = prepare(cfg, os.fspath(train_dir), os.fspath(dev_dir),
+                   None if tokenizer_dir is None else os.fspath(tokenizer_dir),
+                   os.fspath(exp_dir), device, resume, train_ali, dev_ali)
     ctx = dist_utils.init_distributed(device)
     try:
         return _Run(prep, ctx).run()
@@ -267,10 +277,13 @@ class _Run:
                 yaml.safe_dump(plain(self.cfg), f, sort_keys=False)
         n_params = sum(q.numel() for q in model.parameters())
         log.info("config: %s", json.dumps(plain(self.cfg)))
-        log.info("model %s: %.2fM parameters, vocab %d (%s), %d train / %d dev utterances, "
+        outputs = (f"vocab {p.tokenizer.vocab_size} ({p.tokenizer.kind})"
+                   if self.cfg["head"]["type"] == "ctc" else
+                   f"hybrid head, {model.num_pdfs} pdfs"
+                   f"{' (token topology)' if model.topology else ''}")
+        log.info("model %s: %.2fM parameters, %s, %d train / %d dev utterances, "
                  "world size %d, device %s, amp %s", self.cfg["model"]["name"], n_params / 1e6,
-                 p.tokenizer.vocab_size, p.tokenizer.kind, len(p.train_ds), len(p.dev_ds),
-                 ctx.world_size, self.dev, t["amp"])
+                 outputs, len(p.train_ds), len(p.dev_ds), ctx.world_size, self.dev, t["amp"])
         log.info("%d batches per epoch and rank, %d optimizer steps per epoch, global batch "
                  "%d x %d batches of <= %d frames", p.batches_per_epoch, p.steps_per_epoch,
                  ctx.world_size, t["accum_grad"], self.cfg["data"]["max_frames"])
@@ -387,7 +400,6 @@ class _Run:
         for j, (g, _, batch) in enumerate(group):
             torch.manual_seed(_batch_seed(t["seed"], self.epoch, g))
             feats, lengths = self._features(batch, train=True)
-            targets = [self.p.targets[u] for u in batch["utts"]]
             last = j == len(group) - 1
             # Gradients are synced across ranks once per step, on the last batch.
             sync = contextlib.nullcontext() if last or not ctx.distributed \
@@ -395,8 +407,8 @@ class _Run:
             with sync:
                 with autocast_context(self.dev, t["amp"]):
                     log_probs, out_lens = self.ddp(feats, lengths)
-                loss, count, per, skipped = ctc_loss_sum(log_probs.float(), out_lens, targets,
-                                                         t["loss_norm"])
+                loss, count, per, skipped, _ = self._loss(log_probs.float(), out_lens,
+                                                          batch["utts"], self.p.targets)
                 self.scaler.scale(loss).backward()
             loss_value = 0.0
             if per is not None:
@@ -413,7 +425,7 @@ class _Run:
         if n_bad:
             names = sorted({u for us in dist_utils.all_gather_object(nonfinite) for u in us})
             raise UserError(
-                f"non-finite CTC loss at step {self.step + 1} (epoch {self.epoch + 1}) for "
+                f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}) for "
                 f"utterance(s) {', '.join(names[:10])}{' ...' if len(names) > 10 else ''}; "
                 "check their features and transcripts, lower optim.lr or use training.amp "
                 "none")
@@ -442,6 +454,22 @@ class _Run:
             self.epoch_stats[key] += value
         self.last_skipped = n_skipped
         return (loss_sum / count if count else float("nan")), frames
+
+    def _loss(self, log_probs: torch.Tensor, out_lens: torch.Tensor, utts: Sequence[str],
+              targets: Mapping[str, Any]
+              ) -> tuple[torch.Tensor, int, torch.Tensor | None, list[int], int]:
+        """The head's summed loss: ``(loss, count, per utterance, skipped, correct frames)``."""
+        head = self.cfg["head"]
+        if head["type"] == "ctc":
+            return (*ctc_loss_sum(log_probs, out_lens, [targets[u] for u in utts],
+                                  self.t["loss_norm"]), 0)
+        from .hybrid import hybrid_loss_sum
+
+        loss, count, per, correct = hybrid_loss_sum(
+            log_probs, out_lens, [targets[u] for u in utts], self.model.time_subsampling,
+            ali_subsampling=head["ali_subsampling"], label_smoothing=head["label_smoothing"],
+            loss_norm=self.t["loss_norm"])
+        return loss, count, per, [], correct
 
     def _features(self, batch: Mapping[str, Any], train: bool
                   ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,31 +505,39 @@ class _Run:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
-        """Dev loss (normalized as in training) and greedy-decoding WER over all ranks."""
+        """Dev loss (normalized as in training) over all ranks, with greedy-decoding WER
+        (CTC head) or frame accuracy (hybrid head)."""
         from .decode import greedy_batch
         from .score import score
 
         p, t = self.p, self.t
+        ctc = self.cfg["head"]["type"] == "ctc"
         model.eval()
-        sums = np.zeros(3)  # loss sum, count, skipped
+        sums = np.zeros(5)  # loss sum, count, skipped, correct frames, output frames
         hyps: dict[str, str] = {}
         for batch in p.dev_loader:
             feats, lengths = self._features(batch, train=False)
             with autocast_context(self.dev, t["amp"]):
                 log_probs, out_lens = model(feats, lengths)
             log_probs = log_probs.float()
-            loss, count, per, skipped = ctc_loss_sum(
-                log_probs, out_lens, [p.dev_targets[u] for u in batch["utts"]], t["loss_norm"])
-            sums += (float(loss), count, len(skipped))
-            for utt, hyp in zip(batch["utts"], greedy_batch(log_probs.cpu(), out_lens.cpu()),
-                                strict=True):
-                hyps[utt] = p.normalizer(p.tokenizer.decode(hyp.tokens))
-        loss_sum, count, skipped = dist_utils.all_reduce_sum(sums.tolist(), self.dev)
+            loss, count, per, skipped, correct = self._loss(log_probs, out_lens, batch["utts"],
+                                                            p.dev_targets)
+            sums += (float(loss), count, len(skipped), correct, float(out_lens.sum()))
+            if ctc:
+                for utt, hyp in zip(batch["utts"],
+                                    greedy_batch(log_probs.cpu(), out_lens.cpu()), strict=True):
+                    hyps[utt] = p.normalizer(p.tokenizer.decode(hyp.tokens))
+        loss_sum, count, skipped, correct, frames = dist_utils.all_reduce_sum(sums.tolist(),
+                                                                            self.dev)
+        dev_loss = loss_sum / count if count else float("nan")
+        if not ctc:
+            return {"dev_loss": dev_loss, "dev_wer": None,
+                    "dev_frame_acc": round(100.0 * correct / frames, 4) if frames else None,
+                    "dev_skipped": int(skipped)}
         for part in dist_utils.all_gather_object(hyps):
             hyps.update(part)
         result = score(p.dev_refs, hyps)
-        return {"dev_loss": loss_sum / count if count else float("nan"),
-                "dev_wer": result.wer, "dev_skipped": int(skipped)}
+        return {"dev_loss": dev_loss, "dev_wer": result.wer, "dev_skipped": int(skipped)}
 
     def _end_epoch(self) -> None:
         t, s = self.t, self.epoch_stats
@@ -530,13 +566,15 @@ class _Run:
         if self.ctx.is_main:
             keep = max(t["keep_last_n"], t["average_last_n"])
             prune(self.exp, "epoch", keep)
-            log.info("epoch %d: train loss %.4f, dev loss %.4f, dev WER %s (best %s %.4g), "
+            metric_text = (f"dev frame accuracy {dev['dev_frame_acc']:.2f}%"
+                           if "dev_frame_acc" in dev else f"dev WER {_fmt(dev['dev_wer'])}")
+            log.info("epoch %d: train loss %.4f, dev loss %.4f, %s (best %s %.4g), "
                      "%d skipped, %.1fs", self.epoch, _nan(self.last_row["train_loss"]),
-                     dev["dev_loss"], _fmt(dev["dev_wer"]), t["select_by"], self.best,
+                     dev["dev_loss"], metric_text, t["select_by"], self.best,
                      self.last_row["train_skipped"], seconds)
             if self.writer is not None:
-                for key in ("train_loss", "dev_loss", "dev_wer"):
-                    if self.last_row[key] is not None:
+                for key in ("train_loss", "dev_loss", "dev_wer", "dev_frame_acc"):
+                    if self.last_row.get(key) is not None:
                         self.writer.add_scalar(f"epoch/{key}", self.last_row[key], self.epoch)
                 self.writer.flush()
         dist_utils.barrier()
@@ -588,9 +626,9 @@ class _Run:
                 extra={**self.p.inference_payload(), "loader": None, "metrics": dev,
                        "averaged_from": [os.path.basename(q) for q in paths]})
             save_checkpoint(self._avg_path(), state)
-            log.info("averaged %s into %s: dev loss %.4f, dev WER %s",
+            log.info("averaged %s into %s: dev loss %.4f, dev WER %s, dev frame accuracy %s",
                      ", ".join(os.path.basename(q) for q in paths), self._avg_path(),
-                     dev["dev_loss"], _fmt(dev["dev_wer"]))
+                     dev["dev_loss"], _fmt(dev["dev_wer"]), _fmt(dev.get("dev_frame_acc")))
         dist_utils.barrier()
 
 

@@ -1,9 +1,11 @@
 """Inputs of ``blspeech train``: configs (defaults, YAML, ``--set`` overrides) and tokenizer dirs.
 
-A config is a plain dict with six sections (the YAML file gives any subset; the rest are
+A config is a plain dict with seven sections (the YAML file gives any subset; the rest are
 the :data:`DEFAULTS`)::
 
     model:     {name: bl_resnet_am_small, <any option of that registry model>}
+    head:      {type: ctc|hybrid, num_pdfs, topology, ali_subsampling, length_tolerance,
+                label_smoothing}   # all but type are for the hybrid head
     data:      {source: feats|audio, cmvn: none|global|speaker|utterance, norm_vars,
                 max_frames, buckets, num_workers, frontend}
     specaug:   {freq_masks, freq_width, time_masks, time_width, time_max_proportion,
@@ -54,6 +56,14 @@ from .text import TextNormalizer, Tokenizer, tokenizer_from_dict, train_tokenize
 #: Every config key and its default. ``model`` also takes the registry model's options.
 DEFAULTS: dict[str, Any] = {
     "model": {"name": "bl_resnet_am_small"},
+    "head": {
+        "type": "ctc",            # ctc: tokens from --tokenizer-dir; hybrid: pdfs from --*-ali
+        "num_pdfs": 0,            # hybrid: 0 = the largest pdf-id in the alignments + 1
+        "topology": None,         # hybrid: null (Kaldi tree pdfs) or token (blspeech align)
+        "ali_subsampling": 1,     # hybrid: feature frames per alignment frame
+        "length_tolerance": 2,    # hybrid: alignment frames an utterance may be off by
+        "label_smoothing": 0.0,   # hybrid: cross-entropy label smoothing
+    },
     "data": {
         "source": "feats",        # feats: DIR/feats.scp; audio: log-mel on the fly from wav.scp
         "cmvn": "global",         # global stats of the *training* dir, applied to train and dev
@@ -127,6 +137,12 @@ def _frontend(v: Any) -> str | None:
 
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "head.type": _choice("ctc", "hybrid"),
+    "head.num_pdfs": _int(0),
+    "head.topology": lambda v: None if v in (None, "token") else "must be null or token",
+    "head.ali_subsampling": _int(1),
+    "head.length_tolerance": _int(0),
+    "head.label_smoothing": _float(0.0, 0.99),
     "data.source": _choice("feats", "audio"),
     "data.cmvn": _choice("none", "global", "speaker", "utterance"),
     "data.norm_vars": _bool,
@@ -261,6 +277,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         problem = check(cfg[section][sub])
         if problem:
             raise UserError(f"config {key}: {problem}, got {cfg[section][sub]!r}")
+    if cfg["head"]["type"] == "hybrid" and cfg["training"]["select_by"] == "dev_wer":
+        raise UserError("config training.select_by dev_wer needs head.type ctc (the hybrid "
+                        "head reports dev_loss and dev_frame_acc); use dev_loss")
     if cfg["schedule"]["warmup_steps"] == 0 and cfg["schedule"]["name"] == "noam":
         raise UserError("config schedule.warmup_steps: noam needs warmup_steps >= 1")
 

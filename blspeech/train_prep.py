@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint
 from .data import BucketingBatchSampler, SpeechDataLoader, SpeechDataset, make_dataloader
 from .errors import UserError
 from .features import CMVN, LogMel, SpecAugment, merge_config
-from .models.asr import CTCModel
+from .models.asr import CTCModel, HybridModel
 from .optim import build_scheduler
 from .text import TextNormalizer, Tokenizer
 from .train_common import seed_everything
@@ -44,21 +44,21 @@ class Prepared:
 
     cfg: dict[str, Any]
     exp_dir: str
-    tokenizer: Tokenizer
-    normalizer: TextNormalizer
+    tokenizer: Tokenizer | None      # None: a hybrid head over a Kaldi tree's pdfs
+    normalizer: TextNormalizer | None
     train_ds: SpeechDataset
     dev_ds: SpeechDataset
     sampler: BucketingBatchSampler
     train_loader: SpeechDataLoader
     dev_loader: SpeechDataLoader
-    targets: dict[str, list[int]]
-    dev_targets: dict[str, list[int]]
+    targets: dict[str, Any]          # CTC: token ids; hybrid: pdf alignments (np.int32)
+    dev_targets: dict[str, Any]
     dev_refs: dict[str, str]
     frontend: dict[str, Any] | None
     cmvn_stats: torch.Tensor | None
     cmvn_module: CMVN | None
     specaug: SpecAugment | None
-    model: CTCModel
+    model: CTCModel | HybridModel
     ckpt: dict[str, Any] | None
     batches_per_epoch: int
     steps_per_epoch: int
@@ -67,25 +67,42 @@ class Prepared:
     def inference_payload(self) -> dict[str, Any]:
         """The checkpoint keys that decoding needs besides the weights."""
         d = self.cfg["data"]
-        return {"tokenizer": self.tokenizer.to_dict(), "normalizer": self.normalizer.to_dict(),
+        return {"tokenizer": None if self.tokenizer is None else self.tokenizer.to_dict(),
+                "normalizer": None if self.normalizer is None else self.normalizer.to_dict(),
                 "frontend": None if self.frontend is None else dict(self.frontend),
                 "cmvn": {"mode": d["cmvn"], "stats": self.cmvn_stats,
                          "norm_vars": d["norm_vars"]},
                 "data_source": d["source"], "config": plain(self.cfg)}
 
 
-def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: str,
-            exp_dir: str, device: str | None, resume: bool) -> Prepared:
-    """Check the inputs of a training run and build its data, model and resume state."""
+def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: str | None,
+            exp_dir: str, device: str | None, resume: bool, train_ali: str | None = None,
+            dev_ali: str | None = None) -> Prepared:
+    """Check the inputs of a training run and build its data, model and resume state.
+
+    A CTC head needs ``tokenizer_dir``; a hybrid head needs ``train_ali`` and ``dev_ali``
+    (int-vector rspecifiers of pdf-ids) and, for the token topology, ``tokenizer_dir``.
+    """
     rank, world, local_rank = dist_utils.env_ranks()
-    t, d = cfg["training"], cfg["data"]
+    t, d, head = cfg["training"], cfg["data"], cfg["head"]
+    hybrid = head["type"] == "hybrid"
     try:
         dev = dist_utils.resolve_device(device, local_rank)
     except ValueError as e:
         raise UserError(str(e)) from None
     if t["amp"] == "fp16" and dev.type != "cuda":
         raise UserError("config training.amp fp16 needs --device cuda; use bf16 on the CPU")
-    tok, norm = load_tokenizer_dir(tokenizer_dir)
+    if hybrid and not (train_ali and dev_ali):
+        raise UserError("head.type hybrid trains on alignments: give --train-ali and --dev-ali "
+                        "(e.g. 'ark:gunzip -c exp/tri4_ali/ali.*.gz | ali-to-pdf "
+                        "exp/tri4_ali/final.mdl ark:- ark:- |')")
+    if not hybrid and (train_ali or dev_ali):
+        raise UserError("--train-ali/--dev-ali are for head.type hybrid; the config's head is "
+                        "ctc")
+    if tokenizer_dir is None and (not hybrid or head["topology"] == "token"):
+        what = "a CTC head" if not hybrid else "head.topology token"
+        raise UserError(f"{what} needs --tokenizer-dir")
+    tok, norm = load_tokenizer_dir(tokenizer_dir) if tokenizer_dir else (None, None)
 
     frontend = _frontend(d, train_dir)
     # Speaker/utterance CMVN belongs to each dir (Kaldi's way); global CMVN uses the
@@ -106,11 +123,27 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
     if d["cmvn"] == "global":
         stats, cmvn_module = _global_cmvn(train_dir, feat_dim, d["norm_vars"])
 
-    targets = _encode(train_ds, tok, norm)
-    dev_targets = _encode(dev_ds, tok, norm)
-    dev_refs = {u: norm(text or "") for u, text in zip(dev_ds.utts, dev_ds.texts, strict=True)}
+    priors = None
+    if hybrid:
+        train_ds, dev_ds, targets, dev_targets, num_pdfs = _alignments(
+            head, tok, train_ds, dev_ds, train_ali, dev_ali)
+        dev_refs: dict[str, str] = {}
+    else:
+        targets = _encode(train_ds, tok, norm)
+        dev_targets = _encode(dev_ds, tok, norm)
+        dev_refs = {u: norm(text or "")
+                    for u, text in zip(dev_ds.utts, dev_ds.texts, strict=True)}
     seed_everything(t["seed"])  # the same initial weights on every rank and every run
-    model = _build_model(cfg["model"], feat_dim, tok.vocab_size)
+    model = _build_model(cfg["model"], feat_dim, head,
+                         num_pdfs if hybrid else tok.vocab_size)
+    if hybrid:
+        from .hybrid import log_priors
+
+        sub = model.time_subsampling
+        priors = log_priors([frame_targets_at_output(targets[u], n, sub, head)
+                             for u, n in zip(train_ds.utts, train_ds.lengths, strict=True)],
+                            num_pdfs)
+        model.log_prior.copy_(priors)
 
     sampler = BucketingBatchSampler(train_ds.lengths, d["max_frames"], shuffle=True,
                                     seed=t["seed"], num_replicas=world, rank=rank,
@@ -233,11 +266,49 @@ def _global_cmvn(train_dir: str, feat_dim: int, norm_vars: bool
     return torch.from_numpy(stats), module
 
 
+def frame_targets_at_output(ali: np.ndarray, frames: int, subsampling: int,
+                            head: Mapping[str, Any]) -> np.ndarray:
+    """An alignment's labels at the encoder's output rate for ``frames`` feature frames
+    (``ceil(frames / subsampling)`` output frames, as the encoders' strides give)."""
+    from .hybrid import frame_targets
+
+    return frame_targets(ali, -(-frames // subsampling), subsampling, head["ali_subsampling"])
+
+
+def _alignments(head: Mapping[str, Any], tok: Tokenizer | None, train_ds: SpeechDataset,
+                dev_ds: SpeechDataset, train_ali: str, dev_ali: str
+                ) -> tuple[SpeechDataset, SpeechDataset, dict, dict, int]:
+    """Read and check the hybrid head's alignments; datasets keep the aligned utterances."""
+    from .hybrid import alignment_summary, read_alignments, token_topology_pdfs
+
+    num_pdfs = head["num_pdfs"] or None
+    if head["topology"] == "token":
+        need = token_topology_pdfs(tok.vocab_size)
+        if num_pdfs not in (None, need):
+            raise UserError(f"config head.num_pdfs is {num_pdfs} but the token topology of a "
+                            f"{tok.vocab_size}-token vocabulary has {need} pdfs; remove it")
+        num_pdfs = need
+    out = []
+    for ds, rspec in ((train_ds, train_ali), (dev_ds, dev_ali)):
+        alis, missing = read_alignments(
+            rspec, ds.utts, ds.lengths, ali_subsampling=head["ali_subsampling"],
+            tolerance=head["length_tolerance"], num_pdfs=num_pdfs, where=ds.data_dir)
+        alignment_summary(alis, missing, f"{ds.data_dir} with alignments {rspec}")
+        out.append((ds.subset(list(alis)) if missing else ds, alis))
+    (train_ds, targets), (dev_ds, dev_targets) = out
+    if num_pdfs is None:
+        num_pdfs = 1 + max(int(a.max()) for alis in (targets, dev_targets)
+                           for a in alis.values() if len(a))
+    return train_ds, dev_ds, targets, dev_targets, num_pdfs
+
+
 def _encode(ds: SpeechDataset, tok: Tokenizer, norm: TextNormalizer) -> dict[str, list[int]]:
     return {u: tok.encode(norm(text or "")) for u, text in zip(ds.utts, ds.texts, strict=True)}
 
 
-def _build_model(section: dict[str, Any], feat_dim: int, vocab_size: int) -> CTCModel:
+def _build_model(section: dict[str, Any], feat_dim: int, head: Mapping[str, Any],
+                 size: int) -> CTCModel | HybridModel:
+    """The encoder of the model section with the configured head of ``size`` outputs."""
     from .models import build_model
 
     options = {k: v for k, v in section.items() if k != "name"}
@@ -253,7 +324,9 @@ def _build_model(section: dict[str, Any], feat_dim: int, vocab_size: int) -> CTC
     if not hasattr(encoder, "output_size"):
         raise UserError(f"config model.name {section['name']!r} is not a speech encoder; use "
                         "one of the *_am_*, quartznet_* or conformer_* models")
-    return CTCModel(encoder, vocab_size)
+    if head["type"] == "hybrid":
+        return HybridModel(encoder, size, head["topology"])
+    return CTCModel(encoder, size)
 
 
 def _checkpoint_to_resume(prep: Prepared) -> dict[str, Any] | None:
@@ -275,21 +348,30 @@ def _checkpoint_to_resume(prep: Prepared) -> dict[str, Any] | None:
         raise UserError(f"{path} is not a training checkpoint of 'blspeech train'; use "
                         "another --exp-dir or --no-resume")
     fix = "pass the tokenizer dir it was trained with, or a new --exp-dir"
-    if ckpt.get("tokenizer") != prep.tokenizer.to_dict():
-        theirs = ckpt["model_config"].get("vocab_size")
+    mine = None if prep.tokenizer is None else prep.tokenizer.to_dict()
+    if ckpt.get("tokenizer") != mine:
+        theirs = ("none" if ckpt.get("tokenizer") is None else
+                  len((ckpt["tokenizer"] or {}).get("tokens", []))
+                  or ckpt["model_config"].get("vocab_size"))
         raise UserError(f"{path} was trained with another tokenizer (vocab size {theirs}) than "
-                        f"the one given (vocab size {prep.tokenizer.vocab_size}); {fix}")
-    if ckpt.get("normalizer") != prep.normalizer.to_dict():
+                        f"the one given (vocab size "
+                        f"{'none' if prep.tokenizer is None else prep.tokenizer.vocab_size}); "
+                        f"{fix}")
+    mine_norm = None if prep.normalizer is None else prep.normalizer.to_dict()
+    if ckpt.get("normalizer") != mine_norm:
         raise UserError(f"{path} was trained with text normalization "
-                        f"{ckpt.get('normalizer')}, the tokenizer dir has "
-                        f"{prep.normalizer.to_dict()}; {fix}")
+                        f"{ckpt.get('normalizer')}, the tokenizer dir has {mine_norm}; {fix}")
     if ckpt["model_config"] != prep.model.config:
         old_enc, new_enc = ckpt["model_config"].get("encoder", {}), prep.model.config["encoder"]
         diff = sorted(k for k in set(old_enc) | set(new_enc) if old_enc.get(k) != new_enc.get(k))
         what = (f"options {', '.join(diff)} differ" if old_enc.get("name") == new_enc["name"]
                 else f"the config builds {new_enc['name']}")
         if not diff:
-            what = f"vocab size {ckpt['model_config'].get('vocab_size')} differs"
+            old_head = {k: v for k, v in ckpt["model_config"].items() if k != "encoder"}
+            new_head = {k: v for k, v in prep.model.config.items() if k != "encoder"}
+            what = ", ".join(f"{k} {old_head.get(k)} differs (now {new_head.get(k)})"
+                             for k in sorted(set(old_head) | set(new_head))
+                             if old_head.get(k) != new_head.get(k))
         raise UserError(f"{path} holds a {old_enc.get('name')} model but {what}; resume with "
                         "the same model section or use a new --exp-dir")
     old = ckpt.get("config") or {}

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "telephony_mini"
 RUN_SH = RECIPE / "run.sh"
 ENCODERS = ["resnet_am_tiny", "bl_resnet_am_tiny", "quartznet_tiny", "conformer_tiny"]
+HYBRID = ["resnet_am_tiny", "bl_resnet_am_tiny"]
 TESTS = ["test_real", "test_synth"]
 CORPUS = "--num-train 30 --num-dev 6 --num-test-real 5 --num-test-synth 6 --seed 3"
 
@@ -34,7 +35,8 @@ def _env() -> dict[str, str]:
 def _cmd(data: Path, exp: Path, *extra: str) -> list[str]:
     return [str(RUN_SH), "--data-dir", str(data), "--exp-dir", str(exp),
             "--encoders", " ".join(ENCODERS), "--baseline", ENCODERS[0],
-            "--candidate", ENCODERS[1], "--epochs", "1", "--corpus-args", CORPUS,
+            "--candidate", ENCODERS[1], "--hybrid-encoders", " ".join(HYBRID),
+            "--epochs", "1", "--corpus-args", CORPUS,
             "--train-args", "--set data.max_frames=3000 --set data.num_workers=0",
             "--rtf-utts", "4", "--rtf-repeats", "2", "--vocab-size", "40", *extra]
 
@@ -135,6 +137,49 @@ def test_rerun_keeps_finished_work(recipe):
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
 
+def test_hybrid_stages(recipe):
+    """Stages 8-9: token-topology targets from the baseline's alignment, hybrid models,
+    tuning, decoding, sclite agreement, frame accuracy and the report."""
+    from blspeech.hybrid import ctc_path_to_pdfs, read_topology
+    from blspeech.kaldi import read_int_vectors
+
+    data, exp, stdout = recipe
+    for split in ("train", "dev", *TESTS):
+        ali = exp / ENCODERS[0] / f"ali_{split}"
+        topo = read_topology(ali / "topology")
+        assert topo["ali_subsampling"] == 4 and topo["num_pdfs"] == 2 * 40 - 1
+        paths = dict(read_int_vectors(f"scp:{ali / 'ali.scp'}"))
+        pdfs = dict(read_int_vectors(f"scp:{ali / 'pdf.scp'}"))
+        assert paths and sorted(paths) == sorted(pdfs)
+        assert all(pdfs[u].tolist() == ctc_path_to_pdfs(paths[u]).tolist() for u in paths)
+    rows = {r["encoder"]: r for r in json.loads((exp / "results_hybrid.json").read_text())}
+    assert sorted(rows) == sorted(HYBRID)
+    md = (exp / "RESULTS_hybrid.md").read_text()
+    for enc in HYBRID:
+        d = exp / f"hybrid_{enc}"
+        ckpt = load_checkpoint(d / "final.pt")
+        assert ckpt["model_config"]["head"] == "hybrid"
+        assert ckpt["model_config"]["topology"] == "token"
+        assert ckpt["model_config"]["encoder"]["name"] == enc
+        summary = json.loads((d / "hybrid_summary.json").read_text())
+        assert len(summary["tuning"]) == 15
+        assert summary["dev_wer"] == min(r["dev_wer"] for r in summary["tuning"])
+        for t in TESTS:
+            dec = d / f"decode_{t}"
+            wer = json.loads((dec / "wer.json").read_text())
+            assert rows[enc]["wer"][t] == pytest.approx(wer["wer"], abs=0.01)
+            assert json.loads((dec / "sclite.json").read_text())["agree"] is True
+            ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
+            assert ids == [line.split()[0] for line in
+                           (data / t / "text").read_text().splitlines()]
+        for split in ("dev", *TESTS):
+            assert 0.0 <= rows[enc]["frame_acc"][split] <= 100.0
+        assert rows[enc]["ctc_wer"]["test_real"] == pytest.approx(json.loads(
+            (exp / enc / "decode_test_real" / "wer.json").read_text())["wer"], abs=0.01)
+        assert f"| {enc} |" in md
+    assert "# telephony_mini: the HMM-hybrid head" in stdout
+
+
 def test_trained_model_decodes_another_data_dir(recipe, tmp_path):
     data, exp, _ = recipe
     out = tmp_path / "decode_dev"
@@ -153,7 +198,8 @@ def test_killed_run_resumes(recipe, tmp_path):
     data, _, _ = recipe
     exp = tmp_path / "exp"
     enc = ENCODERS[:2]
-    cmd = _cmd(data, exp, "--stage", "3", "--encoders", " ".join(enc), "--epochs", "2")
+    cmd = _cmd(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders", " ".join(enc),
+               "--epochs", "2")
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     first = exp / enc[0] / "final.pt"
@@ -166,8 +212,8 @@ def test_killed_run_resumes(recipe, tmp_path):
     proc.wait()
     assert first.is_file() and not (exp / enc[1] / "final.pt").exists()
     first_mtime = first.stat().st_mtime_ns
-    r = run_recipe(data, exp, "--stage", "3", "--encoders", " ".join(enc), "--epochs", "2",
-                   "--baseline", enc[0], "--candidate", enc[1])
+    r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders",
+                   " ".join(enc), "--epochs", "2", "--baseline", enc[0], "--candidate", enc[1])
     assert first.stat().st_mtime_ns == first_mtime
     rows = json.loads((exp / "results.json").read_text())
     assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 2 for r_ in rows)

@@ -279,7 +279,7 @@ def test_ddp_two_processes_match_one_process(corpus, straight_run, tmp_path):
     (["model.widths=[1]"], "cannot build bl_resnet_am_tiny"),
     (["model.num_mel_bins=80"], "model.num_mel_bins is 80 but the features have 40"),
     (["data.cmvn=speaker"], "cmvn.scp not found"),
-    (["bogus.key=1"], "valid sections: model, data, specaug"),
+    (["bogus.key=1"], "valid sections: model, head, data, specaug"),
 ])
 def test_bad_config_is_one_line_exit_2(corpus, tmp_path, capsys, sets, expected):
     assert cli_main(cli_train(corpus, tmp_path / "exp", *sets)) == 2
@@ -340,7 +340,7 @@ def test_exploding_training_names_the_step(corpus, tmp_path, capsys, one_thread)
                      train_dir=corpus["small"])
     assert cli_main(args) == 2
     err = capsys.readouterr().err
-    assert re.search(r"non-finite (CTC loss|gradient norm) at step \d+ \(epoch 1\)", err), err
+    assert re.search(r"non-finite (loss|gradient norm) at step \d+ \(epoch 1\)", err), err
 
 
 def test_ctc_loss_sum_skips_and_normalizes():

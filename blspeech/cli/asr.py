@@ -1,5 +1,6 @@
-"""Recognition commands: ``decode``, ``align`` (CTC forced alignment), ``train-lm``,
-``compare-models`` (FLOPs and real-time factor of several checkpoints, side by side)."""
+"""Recognition commands: ``decode``, ``forward`` (log-likelihoods for Kaldi decoders),
+``align`` (CTC forced alignment), ``train-lm``, ``compare-models`` (FLOPs and real-time
+factor of several checkpoints, side by side)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
         args.checkpoint, args.data_dir, args.out_dir, method=args.method, beam=args.beam,
         lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
         word_score=args.word_score, token_prune=args.token_prune or None,
+        insertion_penalty=args.insertion_penalty, prior_scale=args.prior_scale,
         max_frames=args.max_frames, num_workers=args.nj, threads=args.threads,
         device=args.device, allow_wavscp_commands=not args.no_wavscp_commands,
         progress=not args.no_progress)
@@ -70,8 +72,23 @@ def cmd_align(args: argparse.Namespace) -> int:
     summary = align_data_dir(
         args.checkpoint, args.data_dir, args.out_dir, max_frames=args.max_frames,
         num_workers=args.nj, device=args.device,
-        allow_wavscp_commands=not args.no_wavscp_commands, progress=not args.no_progress)
+        allow_wavscp_commands=not args.no_wavscp_commands, progress=not args.no_progress,
+        hybrid_targets=args.hybrid_targets)
     print(json.dumps(summary))
+    return 0
+
+
+@_command("forward")
+def cmd_forward(args: argparse.Namespace) -> int:
+    from ..forward import forward_data_dir, parse_wspecifier
+
+    summary = forward_data_dir(
+        args.checkpoint, args.data_dir, args.wspecifier, prior_scale=args.prior_scale,
+        max_frames=args.max_frames, num_workers=args.nj, device=args.device,
+        allow_wavscp_commands=not args.no_wavscp_commands, progress=not args.no_progress)
+    # With ark:- the archive owns stdout; the summary goes to stderr.
+    to_stdout = parse_wspecifier(args.wspecifier)[0] != "-"
+    print(json.dumps(summary), file=sys.stdout if to_stdout else sys.stderr)
     return 0
 
 
@@ -197,7 +214,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add this module's sub-commands to the ``blspeech`` parser."""
     p = sub.add_parser(
         "decode",
-        help="decode a data dir with a trained CTC model (text, ctm, WER)",
+        help="decode a data dir with a trained CTC or token-topology hybrid model "
+             "(text, ctm, WER)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Decode every utterance of DATA_DIR with the model in CHECKPOINT (written by\n"
@@ -211,7 +229,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Methods: greedy (best path), beam (CTC prefix beam search, no LM), lm (lexicon\n"
             "+ word n-gram LM beam search, flashlight/KenLM; words from --lexicon or the\n"
             "LM's unigrams, spelled with the model's tokens). Tune --lm-weight (on log10 LM\n"
-            "probabilities) and --word-score on a dev set."),
+            "probabilities) and --word-score on a dev set. Hybrid models trained on the\n"
+            "token topology (targets of 'blspeech align --hybrid-targets') decode with\n"
+            "viterbi: the best path through a free loop of two-state token HMMs on\n"
+            "log posterior - prior-scale x log prior, --insertion-penalty per token; tune\n"
+            "both on a dev set. Hybrid models over Kaldi pdfs: use 'blspeech forward'."),
         epilog=(
             "examples:\n"
             "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_test\n"
@@ -226,8 +248,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
     p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir to decode")
     p.add_argument("out_dir", metavar="OUT_DIR", help="where text, ctm and wer.* go")
-    p.add_argument("--method", choices=("greedy", "beam", "lm"), default="greedy",
-                   help="search (default: greedy)")
+    p.add_argument("--method", choices=("greedy", "beam", "lm", "viterbi"),
+                   help="search (default: greedy for CTC models, viterbi for hybrid ones)")
     p.add_argument("--beam", type=positive, metavar="N",
                    help="beam width (default: 8 for beam, 32 for lm)")
     p.add_argument("--token-prune", type=count, default=16, metavar="N",
@@ -241,10 +263,50 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LM weight on log10 probabilities (default: 2.0)")
     p.add_argument("--word-score", type=float, default=0.0, metavar="S",
                    help="score added per word with --method lm (default: 0)")
+    p.add_argument("--insertion-penalty", type=float, default=0.0, metavar="P",
+                   help="viterbi: cost (nats) of each token entered (default: 0)")
+    p.add_argument("--prior-scale", type=float, default=1.0, metavar="S",
+                   help="viterbi: weight of the log-priors subtracted from the log "
+                        "posteriors (default: 1.0; 0: posteriors)")
     p.add_argument("--threads", type=positive, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
     _common_data_options(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser(
+        "forward",
+        help="write a model's per-frame log-likelihoods as a Kaldi matrix archive "
+             "(for latgen-faster-mapped)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Run the model in CHECKPOINT over DATA_DIR (features made as in training) and\n"
+            "write one binary float matrix per utterance (output frames x outputs) to\n"
+            "WSPECIFIER, byte for byte as Kaldi writes them. A hybrid model writes scaled\n"
+            "log-likelihoods, log posterior - prior-scale x log prior (the log-priors come\n"
+            "from its training alignments), the input Kaldi's *-mapped decoders expect; a\n"
+            "CTC model writes its token log-probabilities. WSPECIFIER: ark:- (stdout, one\n"
+            "utterance at a time, for a pipe), ark:FILE, ark,scp:FILE.ark,FILE.scp, or\n"
+            "'ark:| COMMAND'. Utterances come in batch order (similar lengths together).\n"
+            "Prints a JSON summary (to stderr with ark:-). Output frames are the encoder's:\n"
+            "with time subsampling N, Kaldi's decoder needs a graph and transition model\n"
+            "built for that frame rate (as for chain models, --frame-subsampling-factor)."),
+        epilog=(
+            "examples:\n"
+            "  blspeech forward exp/hybrid/final.pt data/eval2000 \\\n"
+            "      ark,scp:exp/hybrid/loglikes.ark,exp/hybrid/loglikes.scp\n"
+            "  blspeech forward exp/hybrid/final.pt data/eval2000 ark:- | \\\n"
+            "      latgen-faster-mapped --acoustic-scale=0.1 --word-symbol-table=words.txt \\\n"
+            "      exp/tri4/final.mdl exp/tri4/graph/HCLG.fst ark:- 'ark:|gzip -c >lat.1.gz'"),
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
+    p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir")
+    p.add_argument("wspecifier", metavar="WSPECIFIER",
+                   help="where the matrices go: ark:-, ark:FILE, ark,scp:ARK,SCP, 'ark:| CMD'")
+    p.add_argument("--prior-scale", type=float, metavar="S",
+                   help="hybrid models: weight of the log-priors (default: 1.0; 0: log "
+                        "posteriors)")
+    _common_data_options(p)
+    p.set_defaults(func=cmd_forward)
 
     p = sub.add_parser(
         "compare-models",
@@ -287,15 +349,22 @@ def register(sub: argparse._SubParsersAction) -> None:
             "ali.scp (per utterance one token id per encoder output frame, blank 0: Kaldi\n"
             "int vectors), OUT_DIR/ctm (word times) and, for utterances whose transcript\n"
             "has too many tokens for their frames, OUT_DIR/unaligned.txt (also a warning).\n"
+            "With --hybrid-targets also OUT_DIR/pdf.ark + pdf.scp: frame targets for a\n"
+            "hybrid head in the token topology (pdf 2k-1 on a token's first frame, 2k on\n"
+            "the frames after it, 0 silence) and OUT_DIR/topology (num_pdfs,\n"
+            "ali_subsampling: the values of the hybrid config's head section).\n"
             "Prints one JSON line: utterances, aligned, unaligned, avg_logprob, ..."),
         epilog=(
             "examples:\n"
             "  blspeech align exp/ctc/best.pt data/train exp/ctc/ali_train\n"
+            "  blspeech align exp/ctc/final.pt data/train exp/ctc/ali_train --hybrid-targets\n"
             "  copy-int-vector scp:exp/ctc/ali_train/ali.scp ark,t:- | head   # with Kaldi"),
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
     p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir with text")
     p.add_argument("out_dir", metavar="OUT_DIR", help="where ali.ark/.scp and ctm go")
+    p.add_argument("--hybrid-targets", action="store_true",
+                   help="also write token-topology pdf targets for a hybrid head (pdf.scp)")
     _common_data_options(p)
     p.set_defaults(func=cmd_align)
 

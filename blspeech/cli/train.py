@@ -1,4 +1,5 @@
-"""Training commands: ``train-tokenizer``, ``train`` (CTC; runs under torchrun for DDP)."""
+"""Training commands: ``train-tokenizer``, ``train`` (CTC or hybrid head; runs under
+torchrun for DDP)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = build_config(read_config_file(args.config), overrides(args.set))
         summary = train(config, train_dir=args.train_dir, dev_dir=args.dev_dir,
                         tokenizer_dir=args.tokenizer_dir, exp_dir=args.exp_dir,
-                        device=args.device, resume=args.resume)
+                        device=args.device, resume=args.resume, train_ali=args.train_ali,
+                        dev_ali=args.dev_ali)
     except UserError as e:
         # Every rank stops with the same error; one message per node is enough.
         if dist_utils.env_ranks()[2] == 0:
@@ -70,12 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
-        help="train a CTC acoustic model (one process, or DDP under torchrun)",
+        help="train a CTC or HMM-hybrid acoustic model (one process, or DDP under torchrun)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Train an encoder from the registry with a CTC head on Kaldi data dirs. The YAML\n"
-            "config has sections model, data, specaug, optim, schedule and training (see\n"
-            "blspeech/configs/ctc_small.yaml); --set section.key=value overrides any key.\n"
+            "Train an encoder from the registry with a CTC head (tokens of --tokenizer-dir) or\n"
+            "an HMM-hybrid head (head.type hybrid: frame cross-entropy against the pdf-id\n"
+            "alignments of --train-ali/--dev-ali, e.g. from a Kaldi GMM system) on Kaldi data\n"
+            "dirs. The YAML config has sections model, head, data, specaug, optim, schedule\n"
+            "and training (see blspeech/configs/ctc_small.yaml, hybrid_tiny.yaml); --set\n"
+            "section.key=value overrides any key.\n"
             "Writes EXP_DIR/epoch-N.pt, checkpoint-STEP.pt, last.pt, best.pt, avg_last_N.pt,\n"
             "metrics.jsonl, train.log, config.yaml and TensorBoard logs (tb/), and prints a\n"
             "JSON summary. Re-running continues from EXP_DIR/last.pt (the same batches, random\n"
@@ -88,6 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                 "      --tokenizer-dir data/lang_bpe --exp-dir exp/ctc_bl\n"
                 "  blspeech train --config conf/ctc.yaml --set model.name=resnet_am_small \\\n"
                 "      --set training.epochs=50 ... --exp-dir exp/ctc_base\n"
+                "  blspeech train --config hybrid_tiny --set head.num_pdfs=3456 \\\n"
+                "      --train-dir data/train --dev-dir data/dev --exp-dir exp/hybrid \\\n"
+                "      --train-ali 'ark:gunzip -c exp/tri4_ali/ali.*.gz | ali-to-pdf \\\n"
+                "          exp/tri4_ali/final.mdl ark:- ark:- |' --dev-ali ...\n"
                 "\nexit codes: 0 success, 2 bad config/data (one line on stderr)."),
     )
     p.add_argument("--config", required=True, metavar="YAML",
@@ -99,8 +108,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-dir", required=True, metavar="DIR", help="training data dir")
     p.add_argument("--dev-dir", required=True, metavar="DIR",
                    help="dev data dir (dev loss and greedy WER after every epoch)")
-    p.add_argument("--tokenizer-dir", required=True, metavar="DIR",
-                   help="tokenizer dir written by 'blspeech train-tokenizer'")
+    p.add_argument("--tokenizer-dir", metavar="DIR",
+                   help="tokenizer dir written by 'blspeech train-tokenizer' (CTC head, and "
+                        "the hybrid head's token topology)")
+    p.add_argument("--train-ali", metavar="RSPECIFIER",
+                   help="hybrid head: pdf-id alignments of the training data (int-vector "
+                        "ark/scp, e.g. 'scp:exp/ali/pdf.scp' or 'ark:... | ali-to-pdf ... |')")
+    p.add_argument("--dev-ali", metavar="RSPECIFIER",
+                   help="hybrid head: pdf-id alignments of the dev data")
     p.add_argument("--exp-dir", required=True, metavar="DIR",
                    help="output dir: checkpoints, logs, metrics")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,

@@ -18,6 +18,7 @@ Example:
 
 from .archives import (
     ScpReader,
+    matrix_record,
     read_int_vector,
     read_int_vectors,
     read_matrices,
@@ -46,6 +47,7 @@ __all__ = [
     "cmvn_from_stats",
     "cmvn_stats",
     "format_table",
+    "matrix_record",
     "read_int_vector",
     "read_int_vectors",
     "read_matrices",

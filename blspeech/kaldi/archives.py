@@ -68,6 +68,18 @@ def write_matrix(path: str | os.PathLike, mat: np.ndarray) -> None:
         f.write(_matrix_bytes(os.fspath(path), mat))
 
 
+def matrix_record(key: str, mat: np.ndarray) -> bytes:
+    """One binary archive entry, ``key`` + space + matrix, as Kaldi writes it to a stream
+    (``ark:-``); concatenated records are an archive.
+
+    Example:
+        >>> rec = matrix_record("u1", np.zeros((1, 2), np.float32))
+        >>> rec[:9], len(rec)   # key, binary marker, float matrix, rows and cols, 2 floats
+        (b'u1 \\x00BFM \\x04', 26)
+    """
+    return _check_key(key) + b" " + _matrix_bytes(key, mat)
+
+
 def _matrix_bytes(key: str, mat: Any) -> bytes:
     mat = np.asarray(mat)
     if mat.ndim != 2:

@@ -16,6 +16,13 @@
 #   6  compare: params, GFLOPs per second of audio and CPU real-time factor of all
 #      encoders, measured side by side in one process (EXP/efficiency.json)
 #   7  report: EXP/RESULTS.md, EXP/results.json and EXP/tradeoff.png
+#   8  HMM-hybrid head: CTC forced alignment of every split with EXP/<aligner>/final.pt
+#      turned into token-topology frame targets (EXP/<aligner>/ali_<split>/pdf.scp), then
+#      each encoder of --hybrid-encoders trained on them with --hybrid-config
+#      (EXP/hybrid_<encoder>/, final.pt by dev loss)
+#   9  hybrid decoding: prior scale and token insertion penalty tuned on dev, Viterbi
+#      decoding of the test sets, NIST sclite, frame accuracy against the aligner's
+#      targets (EXP/hybrid_<encoder>/hybrid_summary.json); EXP/RESULTS_hybrid.md
 #
 # Every stage can be re-run and an interrupted run resumes: the corpus, feature and
 # decoding stages keep finished work, training continues from EXP/<encoder>/last.pt, and
@@ -23,7 +30,7 @@
 #
 # Options (default in brackets):
 #   --stage N             first stage to run [0]
-#   --stop-stage N        last stage to run [7]
+#   --stop-stage N        last stage to run [9]
 #   --quick true|false    a first look in a few minutes: small corpus, 3 epochs, 20 warm-up
 #                         steps, results in DATA/quick and EXP/quick (a smoke test of the
 #                         pipeline: its models are too undertrained to transcribe) [false]
@@ -36,6 +43,11 @@
 #   --baseline NAME       encoder the others are compared with [resnet_am_mini]
 #   --candidate NAME      encoder whose efficiency claim RESULTS.md checks [bl_resnet_am_mini]
 #   --config YAML         training recipe, the same for every encoder [conf/ctc.yaml]
+#   --hybrid-encoders "A B ..."  encoders trained with the hybrid head in stage 8
+#                         [resnet_am_mini bl_resnet_am_mini]
+#   --aligner NAME        CTC model whose forced alignments give the hybrid targets
+#                         [the --baseline]
+#   --hybrid-config YAML  hybrid training recipe [conf/hybrid.yaml]
 #   --vocab-size N        BPE vocabulary incl. <blank> and <unk>; 0: characters [128]
 #   --epochs N            override the config's training.epochs; empty: the config's []
 #   --train-args "ARGS"   more 'blspeech train' flags for every encoder, e.g.
@@ -61,7 +73,7 @@
 set -euo pipefail
 
 stage=0
-stop_stage=7
+stop_stage=9
 quick=false
 device=cpu
 nj=2
@@ -69,6 +81,9 @@ encoders="resnet_am_mini bl_resnet_am_mini quartznet_mini conformer_mini"
 baseline=resnet_am_mini
 candidate=bl_resnet_am_mini
 config=conf/ctc.yaml
+hybrid_encoders="resnet_am_mini bl_resnet_am_mini"
+aligner=
+hybrid_config=conf/hybrid.yaml
 vocab_size=128
 epochs=
 train_args=
@@ -99,6 +114,8 @@ command -v "$PYTHON" > /dev/null || die "python interpreter '$PYTHON' not found;
 blspeech() { "$PYTHON" -m blspeech "$@"; }
 
 read -r -a encoder_list <<< "$encoders"
+read -r -a hybrid_list <<< "$hybrid_encoders"
+aligner=${aligner:-$baseline}
 read -r -a extra_train <<< "$train_args"
 read -r -a extra_corpus <<< "$corpus_args"
 (( ${#encoder_list[@]} > 0 )) || die "--encoders is empty"
@@ -113,6 +130,7 @@ if [[ $quick == true ]]; then
   quick_overrides=(--set schedule.warmup_steps=20)
 fi
 [[ -f $config ]] || die "--config $config does not exist"
+[[ -f $hybrid_config ]] || die "--hybrid-config $hybrid_config does not exist"
 if [[ $vocab_size == 0 ]]; then
   lang=$data_dir/lang_char
   tokenizer_args=(--kind char)
@@ -161,7 +179,7 @@ if (( stage <= 3 && 3 <= stop_stage )); then
       --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
       --exp-dir "$exp_dir/$enc" --device "$device" > "$exp_dir/$enc/.summary.json.tmp"
     mv "$exp_dir/$enc/.summary.json.tmp" "$exp_dir/$enc/train_summary.json"
-    "$PYTHON" local/select_final.py "$exp_dir/$enc"
+    "$PYTHON" ../utils/select_final.py "$exp_dir/$enc"
   done
 fi
 
@@ -208,4 +226,52 @@ if (( stage <= 7 && 7 <= stop_stage )); then
   "$PYTHON" local/make_report.py --data-dir "$data_dir" --exp-dir "$exp_dir" \
     --encoders "${encoder_list[*]}" --baseline "$baseline" --candidate "$candidate" \
     --test-sets "${test_sets[*]}" --device "$device"
+fi
+
+if (( stage <= 8 && 8 <= stop_stage )); then
+  [[ -f $exp_dir/$aligner/final.pt ]] \
+    || die "stage 8 aligns with $exp_dir/$aligner/final.pt, which does not exist: train \
+the --aligner ($aligner) in stage 3 first"
+  for split in "${splits[@]}"; do
+    ali=$exp_dir/$aligner/ali_$split
+    if [[ -f $ali/topology && $ali/topology -nt $exp_dir/$aligner/final.pt ]]; then
+      echo "stage 8: $ali is up to date"
+      continue
+    fi
+    echo "stage 8: aligning $split with $aligner (token-topology targets in $ali)"
+    blspeech align "$exp_dir/$aligner/final.pt" "$data_dir/$split" "$ali" --hybrid-targets \
+      --device "$device" --no-progress > /dev/null
+  done
+  for enc in "${hybrid_list[@]}"; do
+    hexp=$exp_dir/hybrid_$enc
+    echo "stage 8: training $enc with the hybrid head in $hexp"
+    mkdir -p "$hexp"
+    blspeech train --config "$hybrid_config" --set "model.name=$enc" \
+      ${train_overrides[@]+"${train_overrides[@]}"} \
+      --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
+      --train-ali "scp:$exp_dir/$aligner/ali_train/pdf.scp" \
+      --dev-ali "scp:$exp_dir/$aligner/ali_dev/pdf.scp" \
+      --exp-dir "$hexp" --device "$device" > "$hexp/.summary.json.tmp"
+    mv "$hexp/.summary.json.tmp" "$hexp/train_summary.json"
+    "$PYTHON" ../utils/select_final.py "$hexp" dev_loss
+  done
+fi
+
+if (( stage <= 9 && 9 <= stop_stage )); then
+  for enc in "${hybrid_list[@]}"; do
+    hexp=$exp_dir/hybrid_$enc
+    if [[ -f $hexp/hybrid_summary.json && $hexp/hybrid_summary.json -nt $hexp/final.pt ]]; then
+      echo "stage 9: $hexp/hybrid_summary.json is up to date"
+    else
+      echo "stage 9: tuning on dev, decoding and frame accuracy of $hexp/final.pt"
+      "$PYTHON" local/hybrid_decode.py --model "$hexp/final.pt" --data-dir "$data_dir" \
+        --ali-dir "$exp_dir/$aligner" --test-sets "${test_sets[*]}" --device "$device"
+    fi
+    for t in "${test_sets[@]}"; do
+      "$PYTHON" local/score_sclite.py "$data_dir/$t" "$hexp/decode_$t"
+    done
+  done
+  echo "stage 9: report"
+  "$PYTHON" local/hybrid_report.py --exp-dir "$exp_dir" --encoders "${hybrid_list[*]}" \
+    --ctc-encoders "${encoder_list[*]}" --aligner "$aligner" --test-sets "${test_sets[*]}"
 fi
