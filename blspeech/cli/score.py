@@ -1,10 +1,12 @@
-"""Scoring command: ``score`` (WER/CER with sclite's counts)."""
+"""Scoring commands: ``score`` (WER/CER with sclite's counts) and ``score-hub5`` (Hub5 /
+eval2000 scoring of a CTM against an STM, as Kaldi and NIST hubscr.pl do)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import re
 import sys
 
 from ..score import Counts, ScoreResult, UtteranceScore
@@ -182,3 +184,161 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="drop these words (comma-separated), or 'default' for "
                       "uh,um,uhm,er,ah,eh,hm,hmm,mm")
     p.set_defaults(func=cmd_score)
+    _register_hub5(sub)
+
+
+# --- score-hub5 ------------------------------------------------------------------------------
+
+
+def _subsets(args: argparse.Namespace) -> dict[str, str]:
+    from ..hub5 import DEFAULT_SUBSETS
+
+    out = {} if args.no_default_subsets else dict(DEFAULT_SUBSETS)
+    given: set[str] = set()
+    for item in args.subset:
+        name, sep, regex = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not regex:
+            raise UserError(f"--subset expects NAME=REGEX with a NAME of letters, digits, "
+                            f"'_', '.' or '-', got {item!r}")
+        if name == "all" or name in given:
+            raise UserError(f"--subset {name!r} is given twice (or is 'all', the whole set)")
+        given.add(name)
+        out[name] = regex
+    return out
+
+
+def hub5_report(results: dict[str, ScoreResult]) -> str:
+    """The readable report that ``blspeech score-hub5`` prints and saves."""
+    lines = []
+    w = max(6, *map(len, results))
+    for name, r in results.items():
+        lines.append(f"{name:<{w}} {_totals_line('WER', r)}")
+    head = (f"{'subset':<{w}} {'#Snt':>6} {'#Wrd':>7} {'Corr':>6} {'Sub':>6} {'Del':>6} "
+            f"{'Ins':>6} {'Err':>6} {'S.Err':>6}")
+    lines += ["", "Percent of the reference words (sclite's Sum line):", head, "-" * len(head)]
+    for name, r in results.items():
+        cells = [r.correct, r.substitutions, r.deletions, r.insertions, r.errors]
+        pct = [f"{100 * x / r.ref_words:.1f}" if r.ref_words else f"{x}*" for x in cells]
+        lines.append(f"{name:<{w}} {r.sentences:>6} {r.ref_words:>7} "
+                     + " ".join(f"{p:>6}" for p in pct) + f" {r.ser or 0.0:>6.1f}")
+    return "\n".join(lines)
+
+
+def cmd_score_hub5(args: argparse.Namespace) -> int:
+    from ..fileio import atomic_write
+    from ..hub5 import ctm_from_utterance_ctm, score_hub5
+
+    stm, glm, ctm_lines, notes = args.stm, args.glm, None, []
+    if args.data_dir is not None:
+        if not os.path.isdir(args.data_dir):
+            raise UserError(f"--data-dir {args.data_dir}: not a directory")
+        stm = stm or os.path.join(args.data_dir, "stm")
+        default_glm = os.path.join(args.data_dir, "glm")
+        glm = glm or (default_glm if os.path.isfile(default_glm) else None)
+        try:
+            with open(args.ctm, encoding="utf-8") as f:
+                utt_lines = f.read().splitlines()
+        except OSError as e:
+            raise UserError(f"{args.ctm}: cannot read: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise UserError(f"{args.ctm}: not UTF-8 text ({e.reason})") from None
+        ctm_lines = ctm_from_utterance_ctm(
+            utt_lines, os.path.join(args.data_dir, "segments"),
+            os.path.join(args.data_dir, "reco2file_and_channel"), name=args.ctm,
+            warnings=notes)
+    if stm is None:
+        raise UserError("give --stm (or --data-dir with an stm in it)")
+    results = score_hub5(stm, args.ctm, glm, _subsets(args), hyp_filter=not args.no_hyp_filter,
+                         ctm_lines=ctm_lines)
+    warnings = notes + results["all"].warnings
+    for warning in warnings[:20]:
+        print(f"blspeech score-hub5: warning: {warning}", file=sys.stderr)
+    if len(warnings) > 20:
+        print(f"blspeech score-hub5: warning: ... and {len(warnings) - 20} more",
+              file=sys.stderr)
+    setup = {"stm": stm, "ctm": args.ctm, "glm": glm, "data_dir": args.data_dir,
+             "hyp_filter": not args.no_hyp_filter}
+    report = hub5_report(results)
+    if args.out_dir is not None:
+        for name, r in results.items():
+            with atomic_write(os.path.join(args.out_dir, f"score_{name}.json")) as f:
+                json.dump({**setup, "subset": name, **r.to_dict(details=True),
+                           "warnings": warnings}, f)
+                f.write("\n")
+        with atomic_write(os.path.join(args.out_dir, "score_hub5.txt")) as f:
+            f.write(report + "\n")
+    if args.json:
+        print(json.dumps({**setup, "subsets": {name: {**r.totals().to_dict(),
+                                                      "per_speaker": r.to_dict()["per_speaker"]}
+                                               for name, r in results.items()},
+                          "warnings": warnings, "out_dir": args.out_dir}))
+    else:
+        print(report)
+    return 0
+
+
+def _register_hub5(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score-hub5",
+        help="Hub5 (eval2000) WER from an STM and a CTM, as Kaldi + NIST hubscr.pl count it",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Score a CTM ('file channel start duration word [conf]') against an STM\n"
+            "('file channel speaker start end [<label>] words') the way Kaldi's\n"
+            "egs/swbd local/score_sclite.sh and NIST's hubscr.pl do (sclite -F -D),\n"
+            "counts identical to the NIST tools; by subset too (eval2000: swbd = files\n"
+            "sw_*, callhm = files en_*).\n"
+            "\n"
+            "What is filtered, and why:\n"
+            "  * hypothesis (unless --no-hyp-filter, as Kaldi does before hubscr): noise tags\n"
+            "    [noise] [laughter] [vocalized-noise], <unk>, hesitations (uh um eh mm hm ah\n"
+            "    huh ha er oof hee ach eee ew %hesitation) and fragments (words ending in\n"
+            "    '-'). The reference has hesitations and fragments as optional words, so a\n"
+            "    recognized one gains nothing while a wrong one costs an insertion; noise\n"
+            "    tags are not words.\n"
+            "  * both sides, with --glm (NIST's csrfilt.sh -dh): text upper-cased, the GLM's\n"
+            "    rules applied (spellings, contractions, hesitations -> %HESITATION; in the\n"
+            "    hypothesis a contraction may become alternatives {HE IS / HE HAS}, any of\n"
+            "    which may match), hyphens between letters split words ('x-ray' -> 'x ray'),\n"
+            "    '(a b)' -> '(a) (b)'. The CTM is rewritten word by word, the STM line by line.\n"
+            "  * scoring (sclite): case-insensitive; a reference word in parentheses may be\n"
+            "    left out at no cost and counts as correct either way; a fragment 'th-'\n"
+            "    matches any word starting 'th'; segments reading\n"
+            "    IGNORE_TIME_SEGMENT_IN_SCORING are left out with the words in them.\n"
+            "  Hypothesis words go to segments by time: within a file and channel, a word\n"
+            "  belongs to the first segment (in time order) that ends after its midpoint;\n"
+            "  the last segment takes the rest. CTM words of a file/channel that the STM does\n"
+            "  not have are an error."),
+        epilog=(
+            "examples:\n"
+            "  blspeech score-hub5 --stm data/eval2000/stm --glm data/eval2000/glm \\\n"
+            "      --ctm exp/decode/eval2000.ctm --out-dir exp/decode/score\n"
+            "  # blspeech decode's per-utterance ctm, times mapped with the data dir's\n"
+            "  # segments and reco2file_and_channel (stm and glm taken from it too):\n"
+            "  blspeech score-hub5 --data-dir data/eval2000 --ctm exp/decode/ctm --json\n"
+            "  blspeech score-hub5 --stm rt03.stm --ctm rt03.ctm --no-default-subsets \\\n"
+            "      --subset swbd=^sw_ --subset fsh=^fsh_\n"
+            "output (also OUT_DIR/score_hub5.txt; OUT_DIR/score_<subset>.json has every\n"
+            "segment's alignment):\n"
+            "  all    %WER 18.20 [ 7770 / 42713, 1530 ins, 2201 del, 4039 sub ]"),
+    )
+    p.add_argument("--stm", help="reference STM (default with --data-dir: DATA_DIR/stm)")
+    p.add_argument("--ctm", required=True,
+                   help="hypothesis CTM: 'file channel start duration word [conf]', or with "
+                   "--data-dir blspeech decode's 'utt 1 start duration word'")
+    p.add_argument("--glm", help="NIST GLM mapping file, e.g. en20000405_hub5.glm (default "
+                   "with --data-dir: DATA_DIR/glm if present; none: no mapping)")
+    p.add_argument("--data-dir", help="Kaldi data dir the CTM was decoded from: its segments "
+                   "and reco2file_and_channel turn utterance times into file times")
+    p.add_argument("--subset", action="append", default=[], metavar="NAME=REGEX",
+                   help="also score the files whose id matches REGEX (Python re.search); "
+                   "repeatable; defaults swbd=^sw_ and callhm=^en_")
+    p.add_argument("--no-default-subsets", action="store_true",
+                   help="only the whole set and the --subset ones")
+    p.add_argument("--no-hyp-filter", action="store_true",
+                   help="score the hypothesis as it is (no Kaldi noise/hesitation/fragment "
+                   "removal)")
+    p.add_argument("--out-dir", help="write score_<subset>.json and score_hub5.txt here")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (totals and per-speaker counts per subset)")
+    p.set_defaults(func=cmd_score_hub5)
