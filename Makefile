@@ -1,6 +1,6 @@
 # blspeech: the README's commands. Each target sets up what it needs.
 #   make test   - create/refresh .venv, install Debian packages (as root), run the test suite
-#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (about 25
+#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (about 45
 #                 minutes on 2 CPU cores); DEMO_ARGS passes options, e.g.
 #                 make demo DEMO_ARGS="--quick true"   or   DEMO_ARGS="--device cuda"
 #   make demo-quick - the same with --quick true (a few minutes, small corpus)

@@ -253,6 +253,11 @@ def test_forward_writes_kaldi_archives_of_log_likelihoods(corpus, hybrid_exp, tm
         assert got[utt].dtype == np.float32
         np.testing.assert_allclose(got[utt], want[utt], rtol=1e-4, atol=1e-4)
     assert '"utterances": 6' in proc.stderr.decode()   # the summary goes to stderr
+    # Byte for byte what kaldi-io writes for the same matrices in the same order.
+    with open(tmp_path / "kaldi_io.ark", "wb") as f:
+        for utt, mat in got.items():
+            kaldi_io.write_mat(f, mat, key=utt)
+    assert (tmp_path / "kaldi_io.ark").read_bytes() == proc.stdout
     # ark,scp files, prior scale 0: log posteriors, each row a distribution.
     ark, scp = tmp_path / "post.ark", tmp_path / "post.scp"
     assert cli_main(["forward", model, str(corpus["data"]), f"ark,scp:{ark},{scp}",
