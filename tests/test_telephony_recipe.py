@@ -82,6 +82,32 @@ def test_every_output_file(recipe):
     assert not [p for p in exp.rglob("*") if p.name.endswith(".tmp")]
 
 
+def _bundle_matches_decode(data: Path, model_dir: Path) -> None:
+    """final.bundle transcribes a test file as stage 4/9 decoded it."""
+    import blspeech
+    from blspeech.kaldi import read_table
+
+    asr = blspeech.load_bundle(model_dir / "final.bundle")
+    wavs = read_table(data / "test_synth" / "wav.scp")
+    hyps = read_table(model_dir / "decode_test_synth" / "text", allow_empty_value=True)
+    utts = sorted(wavs)[:2]
+    assert asr.transcribe([wavs[u].value for u in utts]) == [hyps[u].value for u in utts]
+
+
+def test_bundles(recipe):
+    data, exp, _ = recipe
+    for enc in ENCODERS:
+        _bundle_matches_decode(data, exp / enc)
+    for enc in HYBRID:
+        _bundle_matches_decode(data, exp / f"hybrid_{enc}")
+        summary = json.loads((exp / f"hybrid_{enc}" / "hybrid_summary.json").read_text())
+        import blspeech
+
+        decoding = blspeech.load_bundle(exp / f"hybrid_{enc}" / "final.bundle").decoding
+        assert decoding == {"method": "viterbi", "prior_scale": summary["prior_scale"],
+                            "insertion_penalty": summary["insertion_penalty"]}
+
+
 def test_results_json(recipe):
     data, exp, _ = recipe
     rows = json.loads((exp / "results.json").read_text())

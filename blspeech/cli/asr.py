@@ -1,4 +1,5 @@
-"""Recognition commands: ``decode``, ``forward`` (log-likelihoods for Kaldi decoders),
+"""Recognition commands: ``decode``, ``transcribe`` and ``make-bundle`` (bundles),
+``forward`` (log-likelihoods for Kaldi decoders),
 ``align`` (CTC forced alignment), ``train-lm``, ``compare-models`` (FLOPs and real-time
 factor of several checkpoints, side by side)."""
 
@@ -75,6 +76,39 @@ def cmd_align(args: argparse.Namespace) -> int:
         allow_wavscp_commands=not args.no_wavscp_commands, progress=not args.no_progress,
         hybrid_targets=args.hybrid_targets)
     print(json.dumps(summary))
+    return 0
+
+
+@_command("make-bundle")
+def cmd_make_bundle(args: argparse.Namespace) -> int:
+    from ..bundle import make_bundle
+
+    frontend = None
+    if args.frontend:
+        from ..extract import load_frontend_config
+
+        frontend = load_frontend_config(args.frontend)
+    print(json.dumps(make_bundle(args.checkpoint, args.out, frontend=frontend,
+                                 prior_scale=args.prior_scale,
+                                 insertion_penalty=args.insertion_penalty)))
+    return 0
+
+
+@_command("transcribe")
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from ..bundle import load_bundle
+    from ..decode import format_ctm
+
+    bundle = load_bundle(args.bundle, args.device)
+    for path in args.audio:
+        words = bundle.transcribe_words(path)[0]
+        if args.ctm:
+            utt = os.path.splitext(os.path.basename(path))[0]
+            lines = format_ctm(utt, [(w.word, w.start, w.duration) for w in words])
+            if lines:
+                print("\n".join(lines))
+        else:
+            print(f"{path} {' '.join(w.word for w in words)}".rstrip())
     return 0
 
 
@@ -272,6 +306,57 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="torch CPU threads (default: torch's choice)")
     _common_data_options(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser(
+        "make-bundle",
+        help="pack a trained model into one file for other pipelines (front-end, CMVN, "
+             "tokenizer, model)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write OUT (by convention NAME.bundle): the front-end settings, CMVN statistics,\n"
+            "tokenizer, text normalizer, model config and weights and decoding settings of the\n"
+            "model in CHECKPOINT, in one file that 'blspeech transcribe' and\n"
+            "blspeech.load_bundle(path) read (safely: tensors and plain values only).\n"
+            "Prints a JSON summary."),
+        epilog=("examples:\n"
+                "  blspeech make-bundle exp/bl_resnet_am/final.pt exp/bl_resnet_am/final.bundle\n"
+                "  blspeech make-bundle exp/hybrid/final.pt hyb.bundle --prior-scale 0.5 "
+                "--insertion-penalty 2\n"
+                "python:\n"
+                "  import blspeech\n"
+                "  asr = blspeech.load_bundle('exp/bl_resnet_am/final.bundle')\n"
+                "  asr.transcribe('call.wav')"),
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint of 'blspeech train'")
+    p.add_argument("out", metavar="OUT", help="bundle file to write")
+    p.add_argument("--frontend", metavar="YAML",
+                   help="LogMel settings, for models whose checkpoint records none (default: "
+                        "the checkpoint's)")
+    p.add_argument("--prior-scale", type=float, metavar="S",
+                   help="hybrid token-topology models: prior scale of the Viterbi search")
+    p.add_argument("--insertion-penalty", type=float, metavar="P",
+                   help="hybrid token-topology models: penalty per token")
+    p.set_defaults(func=cmd_make_bundle)
+
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files with a bundle",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Transcribe each AUDIO file (wav, flac, SPHERE, ...; resampled to the model's\n"
+            "rate, first channel) with the model in BUNDLE: features, CMVN and decoding as\n"
+            "the bundle records them (greedy CTC, or Viterbi for token-topology hybrid\n"
+            "models). Prints 'AUDIO words ...' per file, or with --ctm CTM lines\n"
+            "'NAME 1 start duration word' (NAME: the file name without extension)."),
+        epilog=("examples:\n"
+                "  blspeech transcribe exp/bl_resnet_am_mini/final.bundle call1.wav call2.flac\n"
+                "  blspeech transcribe model.bundle call.wav --ctm > call.ctm"),
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle file (blspeech make-bundle)")
+    p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files")
+    p.add_argument("--ctm", action="store_true", help="print word times as CTM lines")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser(
         "forward",

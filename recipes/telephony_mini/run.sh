@@ -9,7 +9,9 @@
 #   0  corpus: DATA/{train,dev,test_real,test_synth} (local/prepare_corpus.py)
 #   1  features: 40-bin log-mel filterbanks at 8 kHz for every split, global CMVN of train
 #   2  tokenizer: BPE pieces (sentencepiece) of train's transcripts (DATA/lang_bpe<N>)
-#   3  train each encoder of --encoders with --config (EXP/<encoder>/, final.pt)
+#   3  train each encoder of --encoders with --config (EXP/<encoder>/, final.pt, and
+#      final.bundle: the model with its front-end, CMVN and tokenizer in one file for
+#      'blspeech transcribe' and blspeech.load_bundle)
 #   4  decode every test set with each EXP/<encoder>/final.pt (greedy; text, ctm, wer.*)
 #   5  score: NIST sclite on every decode (when installed; Debian package sctk), checked
 #      against blspeech's counts in decode_*/wer.json (decode_*/sclite.json)
@@ -22,7 +24,8 @@
 #      (EXP/hybrid_<encoder>/, final.pt by dev loss)
 #   9  hybrid decoding: prior scale and token insertion penalty tuned on dev, Viterbi
 #      decoding of the test sets, NIST sclite, frame accuracy against the aligner's
-#      targets (EXP/hybrid_<encoder>/hybrid_summary.json); EXP/RESULTS_hybrid.md
+#      targets (EXP/hybrid_<encoder>/hybrid_summary.json, final.bundle with the tuned
+#      search settings); EXP/RESULTS_hybrid.md
 #
 # Every stage can be re-run and an interrupted run resumes: the corpus, feature and
 # decoding stages keep finished work, training continues from EXP/<encoder>/last.pt, and
@@ -180,6 +183,7 @@ if (( stage <= 3 && 3 <= stop_stage )); then
       --exp-dir "$exp_dir/$enc" --device "$device" > "$exp_dir/$enc/.summary.json.tmp"
     mv "$exp_dir/$enc/.summary.json.tmp" "$exp_dir/$enc/train_summary.json"
     "$PYTHON" ../utils/select_final.py "$exp_dir/$enc"
+    blspeech make-bundle "$exp_dir/$enc/final.pt" "$exp_dir/$enc/final.bundle" > /dev/null
   done
 fi
 
@@ -270,6 +274,11 @@ if (( stage <= 9 && 9 <= stop_stage )); then
     for t in "${test_sets[@]}"; do
       "$PYTHON" local/score_sclite.py "$data_dir/$t" "$hexp/decode_$t"
     done
+    read -r prior_scale penalty < <("$PYTHON" -c 'import json, sys
+d = json.load(open(sys.argv[1])); print(d["prior_scale"], d["insertion_penalty"])' \
+      "$hexp/hybrid_summary.json")
+    blspeech make-bundle "$hexp/final.pt" "$hexp/final.bundle" --prior-scale "$prior_scale" \
+      --insertion-penalty "$penalty" > /dev/null
   done
   echo "stage 9: report"
   "$PYTHON" local/hybrid_report.py --exp-dir "$exp_dir" --encoders "${hybrid_list[*]}" \
