@@ -215,7 +215,7 @@ class LogMel(nn.Module):
         # bins far below a frame's peak sit at float32 rounding level after the FFT, so any
         # reordering up to the FFT would show as ~3e-4 differences in those log energies.
         # (Scaling by a power of two is exact, so it may move: see _scale_in_window.)
-        cfg, win, m = self._config, self.win, len(x)
+        cfg, win, m = self._config, self.win, x.shape[0]  # not len(x): traceable
         if not self._scale_in_window:
             x *= cfg["scale"]
         if cfg["dither"] > 0:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from ..errors import UserError
 
 #: Modules of this package that add sub-commands, in ``--help`` order.
-COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr")
+COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -71,38 +71,129 @@ class PaddingMask:
     into the last valid frames layer by layer). One forward pre-hook per ``Conv1d``/``Conv2d``
     of ``module``; ``time_dim`` is the time axis of those inputs. Costs nothing when no
     utterance is padded.
+
+    Eager mode finds a convolution's mask by its input's length (a dict lookup keyed by
+    Python ints, skipped when nothing is padded). That does not survive tracing or export,
+    where lengths are symbolic and the skip would be decided once for all inputs:
+    :func:`make_exportable` switches the masks to *static* mode, in which each convolution
+    knows its time-subsampling level (recorded once, :meth:`record_levels`) and always
+    multiplies its input by ``arange(T_in) < ceil(lengths / 2**level)``, built from tensor
+    ops only. Both modes give the same numbers (an unpadded row is multiplied by ones).
     """
+
+    #: The attribute each masked convolution holds its subsampling level in (static mode).
+    LEVEL_ATTR = "_padding_mask_level"
 
     def __init__(self, module: nn.Module, time_dim: int = -1) -> None:
         self.time_dim = time_dim
+        self.static = False
         self._masks: dict[int, torch.Tensor] = {}
+        self._size_level: dict[int, int] = {}
+        self._level_lengths: list[torch.Tensor] = []
+        self._static_masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
+        self._recording = False
         for m in module.modules():
             if isinstance(m, nn.Conv1d | nn.Conv2d):
                 m.register_forward_pre_hook(self._hook)
 
-    def _hook(self, _module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
         x = inputs[0]
-        mask = self._masks.get(x.shape[self.time_dim])
+        if self.static:
+            return self._static_hook(module, x)
+        size = x.shape[self.time_dim]
+        mask = self._masks.get(size)
         if mask is None:
             return None
+        if self._recording:
+            setattr(module, self.LEVEL_ATTR, self._size_level[size])
         shape = [1] * x.dim()
         shape[0], shape[self.time_dim] = mask.shape
         return (x * mask.view(shape).to(x.dtype),)
+
+    def _static_hook(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor] | None:
+        level = getattr(module, self.LEVEL_ATTR, None)
+        if level is None or not self._level_lengths:
+            return None
+        key = (level, x.dim(), x.dtype)
+        mask = self._static_masks.get(key)
+        if mask is None:  # the first convolution at this level builds it (a smaller graph)
+            lengths = self._level_lengths[level]
+            steps = torch.arange(x.shape[self.time_dim], device=x.device)
+            mask = (steps[None, :] < lengths[:, None]).to(x.dtype)  # (B, T_in)
+            time_dim = self.time_dim % x.dim()
+            for d in range(1, x.dim()):  # (B, 1, .., T_in, .., 1) to broadcast over x
+                if d != time_dim:
+                    mask = mask.unsqueeze(d)
+            self._static_masks[key] = mask
+        return (x * mask,)
 
     @contextlib.contextmanager
     def __call__(self, lengths: torch.Tensor, frames: int, max_factor: int
                  ) -> Iterator[None]:
         """Masks for ``frames`` input steps and each stride-2 subsampling of them."""
-        if int(lengths.min()) < frames:
-            for _ in range(max_factor.bit_length()):
+        if self.static:
+            self._level_lengths = [lengths]
+            for _ in range(max_factor.bit_length() - 1):
+                lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+                self._level_lengths.append(lengths)
+        elif int(lengths.min()) < frames:
+            for level in range(max_factor.bit_length()):
                 steps = torch.arange(frames, device=lengths.device)
                 self._masks[frames] = steps[None, :] < lengths[:, None]
+                self._size_level[frames] = level
                 frames, lengths = (frames + 1) // 2, torch.div(lengths + 1, 2,
                                                                rounding_mode="floor")
         try:
             yield
         finally:
             self._masks.clear()
+            self._size_level.clear()
+            self._level_lengths = []
+            self._static_masks.clear()
+
+    @contextlib.contextmanager
+    def record_levels(self) -> Iterator[None]:
+        """Within this block, an eager forward pass over a padded batch stores each masked
+        convolution's subsampling level on it (see :data:`LEVEL_ATTR`)."""
+        self._recording = True
+        try:
+            yield
+        finally:
+            self._recording = False
+
+
+def padding_masks(encoder: nn.Module) -> list[PaddingMask]:
+    """The :class:`PaddingMask` objects of ``encoder`` and its submodules."""
+    return [v for m in encoder.modules() for v in vars(m).values()
+            if isinstance(v, PaddingMask)]
+
+
+def make_exportable(encoder: nn.Module, feature_dim: int) -> nn.Module:
+    """Prepare ``encoder`` (in place; pass a copy) for ``torch.jit.trace`` / ONNX export.
+
+    Its :class:`PaddingMask` objects switch to static mode: one eager forward pass over a
+    padded dummy batch records each convolution's time-subsampling level, then every
+    forward masks with tensor ops only (no Python branch on lengths, no dict keyed by
+    lengths). The :class:`ConformerEncoder` also stops trimming its output to the longest
+    utterance (a data-dependent slice): it keeps ``ceil(T / 4)`` frames, those past an
+    utterance's length are zero. Outputs are otherwise those of eager mode.
+    """
+    masks = padding_masks(encoder)
+    factor = int(getattr(encoder, "time_subsampling", 1))
+    frames = 16 * factor + 1  # levels of distinct lengths (T, ceil(T / 2), ...), all > 1
+    was_training = encoder.training
+    encoder.eval()
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        for mask in masks:
+            mask.static = False
+            stack.enter_context(mask.record_levels())
+        device = next(encoder.parameters()).device
+        encoder(torch.zeros(2, frames, feature_dim, device=device),
+                torch.tensor([frames, frames // 2], device=device))
+    for mask in masks:
+        mask.static = True
+    encoder.train(was_training)
+    return encoder
 
 
 def _check_subsampling(factor: int) -> None:
@@ -344,6 +435,18 @@ class ConformerEncoder(nn.Module):
         b, c, t, f = x.shape
         x = self.proj(x.permute(0, 2, 1, 3).reshape(b, t, c * f))
         out_lengths = subsampled_lengths(lengths, self.time_subsampling).clamp(min=1)
+        if self._conformer_mask.static:
+            # Export (see make_exportable): no slice to the longest utterance, whose size
+            # is data; torchaudio's forward builds its attention mask with .item(), so its
+            # layers run here with a mask as long as x.
+            padding = (torch.arange(x.shape[1], device=x.device)[None, :]
+                       >= out_lengths[:, None])
+            with self._conformer_mask(out_lengths, x.shape[1], 1):
+                out = x.transpose(0, 1)
+                for layer in self.conformer.conformer_layers:
+                    out = layer(out, padding)
+                out = out.transpose(0, 1)
+            return _zero_padding(out, out_lengths), out_lengths
         # torchaudio's Conformer wants no frames past the longest utterance.
         x = x[:, : int(out_lengths.max())]
         with self._conformer_mask(out_lengths, x.shape[1], 1):
