@@ -17,6 +17,11 @@ The file is a ``torch.save`` archive of tensors and plain Python values only, re
 bundle (another torch file, a checkpoint, something corrupt or truncated) is rejected with
 one message naming it.
 
+Long recordings (over ``chunk_frames`` feature frames, 20 s by default) go through the
+model in overlapping chunks sized by its receptive field (:mod:`blspeech.chunked`), which
+gives the same outputs as one pass with memory that does not grow with the length; the
+Conformer, whose attention sees the whole recording, always runs in one pass.
+
 Decoding follows the model's head: greedy CTC for CTC models, the token-loop Viterbi
 search for hybrid models of the token topology (with the prior scale and insertion penalty
 stored at bundling time). Hybrid models over a Kaldi tree's pdfs have no tokenizer here:
@@ -91,6 +96,11 @@ class Bundle:
         norm = entries.get("normalizer")
         self.normalizer = None if norm is None else TextNormalizer(**norm)
         self.decoding = dict(entries.get("decoding") or {})
+        #: Recordings longer than this many feature frames run in chunks (None: never).
+        self.chunk_frames: int | None = None if self._attends_globally() else 2000
+
+    def _attends_globally(self) -> bool:
+        return any(isinstance(m, torch.nn.MultiheadAttention) for m in self.model.modules())
 
     def __repr__(self) -> str:
         enc = self.model.config["encoder"]["name"]
@@ -207,7 +217,16 @@ class Bundle:
             if int(frames[0]) == 0:
                 out.append([])
                 continue
-            log_probs, lengths = self.log_probs(feats, frames)
+            if self.chunk_frames is not None and int(frames[0]) > self.chunk_frames:
+                from .chunked import chunked_forward
+
+                # Features are small (40 floats per 10 ms); the model's activations are what
+                # chunking keeps flat. (chunked_forward runs without gradients itself.)
+                lp, n = chunked_forward(self.model, self.normalize(feats, frames)[0],
+                                        chunk_frames=self.chunk_frames)
+                log_probs, lengths = lp.float()[None], torch.tensor([n])
+            else:
+                log_probs, lengths = self.log_probs(feats, frames)
             hyp = self._decode(log_probs, lengths)[0]
             pieces = self.tokenizer.tokens
             words = word_times([pieces[t] for t in hyp.tokens], hyp.frames,

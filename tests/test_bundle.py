@@ -170,3 +170,19 @@ def test_bad_audio_and_bad_make_bundle_options(trained, tmp_path, capsys):
                      "--prior-scale", "0.5"]) == 2
     assert "for hybrid models" in capsys.readouterr().err
     assert not (tmp_path / "x.bundle").exists()
+
+
+def test_long_recordings_run_in_chunks_with_the_same_result(trained):
+    """A recording of all four utterances back to back, transcribed in chunks of 100
+    frames (much less than the recording) and in one pass: the same words."""
+    asr = blspeech.load_bundle(trained["bundle"])
+    audio = np.concatenate([sf.read(trained["wavs"][u], dtype="float32")[0]
+                            for u in sorted(trained["wavs"])])
+    feats, frames = asr.features(torch.from_numpy(audio))
+    assert int(frames[0]) > 400
+    asr.chunk_frames = None
+    whole = asr.transcribe_words(audio)[0]
+    asr.chunk_frames = 100
+    chunked = asr.transcribe_words(audio)[0]
+    assert [(w.word, w.start) for w in chunked] == [(w.word, w.start) for w in whole]
+    assert len(whole) >= 4
