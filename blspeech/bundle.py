@@ -172,20 +172,16 @@ class Bundle:
     # -- transcription
 
     def _decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Any]:
-        from .decode import Hypothesis, greedy_batch
+        from .decode import greedy_batch, viterbi_searcher
 
         if self.tokenizer is None:
             raise UserError(f"{self.path}: a hybrid model over Kaldi pdfs has no tokenizer; "
                             "decode its log_probs with a Kaldi graph")
         if not self.is_hybrid:
             return greedy_batch(log_probs.cpu(), lengths.cpu())
-        from .hybrid import viterbi_token_loop
-
-        ll = self.model.to_log_likelihoods(log_probs.cpu(),
-                                           float(self.decoding.get("prior_scale", 1.0)))
-        penalty = float(self.decoding.get("insertion_penalty", 0.0))
-        return [Hypothesis(*viterbi_token_loop(ll[i, : int(n)], penalty))
-                for i, n in enumerate(lengths.tolist())]
+        search = viterbi_searcher(self.model, float(self.decoding.get("insertion_penalty", 0.0)),
+                                  float(self.decoding.get("prior_scale", 1.0)))
+        return search(log_probs, lengths)
 
     def _load_audio(self, item: Any, sample_rate: int | None) -> torch.Tensor:
         if isinstance(item, str | os.PathLike):

@@ -36,7 +36,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,12 +237,15 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def _viterbi_searcher(bundle: AcousticModelBundle, insertion_penalty: float,
-                      prior_scale: float):
+def viterbi_searcher(model: torch.nn.Module, insertion_penalty: float, prior_scale: float
+                     ) -> Callable[[torch.Tensor, torch.Tensor], list[Hypothesis]]:
+    """Batch search for a token-topology hybrid ``model``: its log posteriors ``(B, T, P)``
+    and lengths -> one :class:`Hypothesis` per row (token-loop Viterbi on the scaled
+    log-likelihoods, see :func:`blspeech.hybrid.viterbi_token_loop`)."""
     from .hybrid import viterbi_token_loop
 
     def search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
-        ll = bundle.model.to_log_likelihoods(log_probs.cpu(), prior_scale)
+        ll = model.to_log_likelihoods(log_probs.cpu(), prior_scale)
         hyps = []
         for i, n in enumerate(lengths.tolist()):
             tokens, frames = viterbi_token_loop(ll[i, : int(n)], insertion_penalty)
@@ -346,7 +349,8 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     if prior_scale < 0:
         raise UserError(f"prior_scale must be >= 0, got {prior_scale}")
     # Build the search first: a bad LM or lexicon should fail before minutes of decoding.
-    search = (_viterbi_searcher(bundle, insertion_penalty, prior_scale) if method == "viterbi"
+    search = (viterbi_searcher(bundle.model, insertion_penalty, prior_scale)
+              if method == "viterbi"
               else _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight,
                              word_score))
     ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
@@ -442,4 +446,4 @@ def score_report(result: Any, top: int = 10) -> str:
 
 __all__ = ["AcousticModelBundle", "Hypothesis", "decode_data_dir", "format_ctm", "greedy",
            "greedy_batch", "hypothesis_ctm", "hypothesis_words", "load_acoustic_model",
-           "prefix_beam_search", "score_report", "word_times"]
+           "prefix_beam_search", "score_report", "viterbi_searcher", "word_times"]
