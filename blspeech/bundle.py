@@ -50,6 +50,34 @@ VERSION = 1
 SUFFIX = ".bundle"
 
 
+class Normalize(torch.nn.Module):
+    """CMVN of a bundle: the training data's global statistics (``cmvn``), nothing
+    (``mode`` none), or each utterance's own statistics (models trained with per-speaker or
+    per-utterance CMVN: a speaker's stats are not known for one recording). Tensor ops
+    only, so :mod:`blspeech.export` traces it as it is."""
+
+    def __init__(self, mode: str, cmvn: torch.nn.Module | None, norm_vars: bool) -> None:
+        super().__init__()
+        self.mode = mode
+        self.cmvn = cmvn
+        self.norm_vars = bool(norm_vars)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if self.cmvn is not None:
+            return self.cmvn(feats, lengths)
+        valid = torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]
+        if self.mode == "none":
+            return feats * valid[..., None]
+        w = valid[..., None].to(feats.dtype)
+        n = w.sum(1, keepdim=True).clamp(min=1)
+        mean = (feats * w).sum(1, keepdim=True) / n
+        out = feats - mean
+        if self.norm_vars:
+            var = ((out * w) ** 2).sum(1, keepdim=True) / n
+            out = out / var.clamp(min=1e-20).sqrt()
+        return out * w
+
+
 @dataclass
 class Word:
     """A recognized word with its time in the audio (seconds)."""
@@ -91,6 +119,7 @@ class Bundle:
             self.cmvn = CMVN.from_stats(cmvn["stats"].numpy(), norm_vars=cmvn["norm_vars"])
             self.cmvn.to(self.device)
         self.norm_vars = bool(cmvn.get("norm_vars", True))
+        self._normalize = Normalize(self.cmvn_mode, self.cmvn, self.norm_vars)
         tok = entries.get("tokenizer")
         self.tokenizer = None if tok is None else tokenizer_from_dict(tok)
         norm = entries.get("normalizer")
@@ -135,24 +164,8 @@ class Bundle:
             return self.frontend(audio, lengths.to(self.device))
 
     def normalize(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """CMVN as in training: the global statistics, or (models trained with per-speaker
-        or per-utterance CMVN) each utterance's own statistics. Padded frames stay 0."""
-        feats = feats.to(self.device)
-        lengths = lengths.to(self.device)
-        valid = (torch.arange(feats.shape[1], device=self.device)[None] < lengths[:, None])
-        if self.cmvn is not None:
-            return self.cmvn(feats, lengths)
-        if self.cmvn_mode == "none":
-            return feats * valid[..., None]
-        # Speaker stats are not known for one recording: its own stats stand in for them.
-        w = valid[..., None].to(feats.dtype)
-        n = w.sum(1, keepdim=True).clamp(min=1)
-        mean = (feats * w).sum(1, keepdim=True) / n
-        out = feats - mean
-        if self.norm_vars:
-            var = ((out * w) ** 2).sum(1, keepdim=True) / n
-            out = out / var.clamp(min=1e-20).sqrt()
-        return out * w
+        """CMVN as in training (see :class:`Normalize`). Padded frames stay 0."""
+        return self._normalize(feats.to(self.device), lengths.to(self.device))
 
     def encode(self, feats: torch.Tensor, lengths: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -350,4 +363,4 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise UserError(f"{path}: inconsistent bundle: {first[:200]}") from None
 
 
-__all__ = ["Bundle", "Word", "load_bundle", "make_bundle"]
+__all__ = ["Bundle", "Normalize", "Word", "load_bundle", "make_bundle"]

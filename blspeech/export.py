@@ -94,6 +94,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .bundle import Normalize
 from .errors import UserError
 
 FORMATS = ("torchscript", "onnx")
@@ -121,31 +122,6 @@ SIGNATURES: dict[str, dict[str, list[tuple[str, str, str]]]] = {
 
 
 # --- export-friendly modules ----------------------------------------------------------------
-
-
-class Normalize(nn.Module):
-    """CMVN as :meth:`Bundle.normalize` does it (global stats, none, or per utterance)."""
-
-    def __init__(self, mode: str, cmvn: nn.Module | None, norm_vars: bool) -> None:
-        super().__init__()
-        self.mode = mode
-        self.cmvn = None if cmvn is None else copy.deepcopy(cmvn).cpu()
-        self.norm_vars = bool(norm_vars)
-
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.cmvn is not None:
-            return self.cmvn(feats, lengths)
-        valid = torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]
-        if self.mode == "none":
-            return feats * valid[..., None]
-        w = valid[..., None].to(feats.dtype)
-        n = w.sum(1, keepdim=True).clamp(min=1)
-        mean = (feats * w).sum(1, keepdim=True) / n
-        out = feats - mean
-        if self.norm_vars:
-            var = ((out * w) ** 2).sum(1, keepdim=True) / n
-            out = out / var.clamp(min=1e-20).sqrt()
-        return out * w
 
 
 class FeatsToLogProbs(nn.Module):
@@ -225,7 +201,8 @@ def exportable_model(bundle: Any, *, waveform: bool) -> nn.Module:
                         f"encoders, not {name}")
     model = fuse(copy.deepcopy(bundle.model).cpu().eval())
     make_exportable(model.encoder, _feature_dim(bundle))
-    feats_model = FeatsToLogProbs(Normalize(bundle.cmvn_mode, bundle.cmvn, bundle.norm_vars),
+    cmvn = None if bundle.cmvn is None else copy.deepcopy(bundle.cmvn).cpu()
+    feats_model = FeatsToLogProbs(Normalize(bundle.cmvn_mode, cmvn, bundle.norm_vars),
                                   model).eval()
     if not waveform:
         return feats_model
@@ -462,5 +439,5 @@ def export_bundle(bundle: str | os.PathLike | Any, output: str | os.PathLike,
     }
 
 
-__all__ = ["FORMATS", "FeatsToLogProbs", "Normalize", "SUPPORTED_ENCODERS", "WaveFrontend",
+__all__ = ["FORMATS", "FeatsToLogProbs", "SUPPORTED_ENCODERS", "WaveFrontend",
            "WaveToLogProbs", "export_bundle", "exportable_model", "resolve_format"]
