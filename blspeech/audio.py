@@ -12,7 +12,18 @@ Security: such commands are executed with the shell (``/bin/sh``), exactly as Ka
 so a ``wav.scp`` from an untrusted source can run anything with your permissions. Turn
 command execution off with ``allow_commands=False`` (CLI: ``--no-wavscp-commands``) or by
 setting the environment variable ``BLSPEECH_NO_WAVSCP_COMMANDS=1``, which wins over
-everything else; a command entry then fails with a clear error instead of running.
+everything else; a command entry then fails with a clear error instead of running. The
+same switch covers every command blspeech reads from: ``feats.scp`` and ``cmvn.scp``
+entries and rspecifiers such as ``ark:gunzip -c ali.gz |`` (see
+:mod:`blspeech.kaldi.pipes`).
+
+Timeout: commands may run as long as they like unless ``BLSPEECH_PIPE_TIMEOUT=SECONDS`` is
+set; then a ``wav.scp`` command that has not finished after that many seconds, or a
+``feats.scp``/``ark:... |`` command whose reader has waited that long for its next bytes,
+is killed (with everything it started) and the utterance fails with an error naming it.
+
+Files are checked for truncation: a wav or SPHERE file whose header promises more samples
+than the file holds (a copy cut short) is an error, not silently half the audio.
 
 Optional files of the data dir are honoured: ``segments`` (``utt rec start end`` in
 seconds; the utterance is ``rec[start:end]``, an end past the recording by more than
@@ -31,6 +42,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +52,11 @@ import soundfile as sf
 
 from .errors import UserError
 from .kaldi import read_table
+from .kaldi.pipes import NO_COMMANDS_ENV as NO_COMMANDS_ENV
+from .kaldi.pipes import PIPE_TIMEOUT_ENV as PIPE_TIMEOUT_ENV
+from .kaldi.pipes import commands_allowed as commands_allowed
+from .kaldi.pipes import commands_off, kill, pipe_timeout, start
 
-#: Environment variable that, set to a non-empty value other than ``0``, disables commands.
-NO_COMMANDS_ENV = "BLSPEECH_NO_WAVSCP_COMMANDS"
 #: Audio shorter than one analysis frame cannot give a single feature frame.
 MIN_DURATION_S = 0.025
 #: A segment may end this much past its recording (one 10 ms frame of rounding) and is
@@ -53,13 +67,6 @@ _STDERR_TAIL = 500
 
 class AudioError(UserError):
     """Audio that cannot be read or used; the message names the file, line and utterance."""
-
-
-def commands_allowed(allow_commands: bool | None = None) -> bool:
-    """May ``wav.scp`` commands run? The env switch first, then ``allow_commands`` (None: yes)."""
-    if os.environ.get(NO_COMMANDS_ENV, "") not in ("", "0"):
-        return False
-    return True if allow_commands is None else bool(allow_commands)
 
 
 def is_command(spec: str) -> bool:
@@ -77,6 +84,8 @@ _INT16_SCALE = np.float32(1.0 / 32768.0)
 def _decode(source, what: str) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(source) as f:
+            if isinstance(source, str):
+                _check_complete(f, source)
             if f.subtype == "PCM_16":
                 # Same values as libsndfile's float read (x / 32768, exact), in half the time.
                 ints = f.read(dtype="int16", always_2d=True)
@@ -84,6 +93,8 @@ def _decode(source, what: str) -> tuple[np.ndarray, int]:
             else:
                 audio = f.read(dtype="float32", always_2d=True)
             rate = f.samplerate
+    except _ReadFailure:
+        raise
     except Exception as e:  # libsndfile reports corrupt/unknown formats as assorted errors
         raise _ReadFailure(f"cannot read {what}: {_short(e)}") from None
     return audio, int(rate)
@@ -91,33 +102,76 @@ def _decode(source, what: str) -> tuple[np.ndarray, int]:
 
 def _short(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
-    return lines[-1] if lines else type(e).__name__
+    # soundfile names an in-memory source "<_io.BytesIO object at 0x...>": say nothing.
+    return re.sub(r"^Error opening <[^>]*>: ", "", lines[-1]) if lines else type(e).__name__
+
+
+_WAV_DATA = re.compile(r"^data : (\d+) \(should be \d+\)$", re.M)
+_WAV_ALIGN = re.compile(r"^\s*Block Align\s*: (\d+)$", re.M)
+_SPHERE_COUNT = re.compile(rb"\bsample_count -i (\d+)")
+
+
+def _header_frames(f: sf.SoundFile, path: str) -> int | None:
+    """Samples per channel the header of a wav or SPHERE file promises, if it says."""
+    if f.format == "WAV":
+        # libsndfile quietly shortens a data chunk that runs past the end of the file;
+        # only its log keeps what the header said.
+        data, align = _WAV_DATA.search(f.extra_info), _WAV_ALIGN.search(f.extra_info)
+        size = int(data[1]) if data else None
+        # 0 and 0xFFFFFFFF are "length unknown" (a stream recorded without seeking back).
+        if size in (None, 0, 0xFFFFFFFF) or not align or not int(align[1]):
+            return None
+        return size // int(align[1])
+    if f.format == "NIST":
+        with open(path, "rb") as raw:
+            m = _SPHERE_COUNT.search(raw.read(1024))
+        return int(m[1]) if m else None
+    return None
+
+
+def _check_complete(f: sf.SoundFile, path: str) -> None:
+    promised = _header_frames(f, path)
+    if promised is not None and promised > f.frames:
+        raise _ReadFailure(f"cannot read {path}: truncated: header says {promised} samples, "
+                           f"file has {f.frames}; copy or convert the file again")
 
 
 def _run_command(spec: str, allow_commands: bool) -> bytes:
     command = spec.rstrip()[:-1].strip()
     if not commands_allowed(allow_commands):
-        raise _ReadFailure(
-            f"wav.scp commands are disabled (allow_commands=False, --no-wavscp-commands or "
-            f"{NO_COMMANDS_ENV}=1); not running: {command}")
-    proc = subprocess.run(command, shell=True, stdin=subprocess.DEVNULL, capture_output=True)
+        raise _ReadFailure(f"wav.scp {commands_off(command)}")
+    timeout = pipe_timeout()
+    proc = start(command, timeout, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                 stderr=subprocess.PIPE)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        proc.communicate()
+        raise _ReadFailure(f"command timed out after {timeout:g} s ({PIPE_TIMEOUT_ENV}) and "
+                           f"was killed: {command}") from None
+    except BaseException:  # e.g. Ctrl-C: do not leave the command running
+        kill(proc)
+        proc.wait()
+        raise
     # The end of stderr on one line ("a; b"): messages stay one line (CLI, bad_utts.txt).
-    lines = [ln.strip() for ln in proc.stderr.decode(errors="replace").splitlines()]
+    lines = [ln.strip() for ln in stderr.decode(errors="replace").splitlines()]
     tail = "; ".join(ln for ln in lines if ln)[-_STDERR_TAIL:]
     if proc.returncode != 0:
         raise _ReadFailure(f"command failed with exit code {proc.returncode}: {command}"
                            + (f": {tail}" if tail else ""))
-    if not proc.stdout:
+    if not stdout:
         raise _ReadFailure(f"command wrote no audio: {command}" + (f": {tail}" if tail else ""))
-    return proc.stdout
+    return stdout
 
 
 def _load(spec: str, allow_commands: bool, start_s: float | None = None,
           end_s: float | None = None) -> tuple[np.ndarray, int, float]:
     """(samples x channels, rate, full duration in s) of a path or command, maybe a slice."""
     if is_command(spec):
+        command = spec.rstrip()[:-1].strip()
         audio, rate = _decode(io.BytesIO(_run_command(spec, allow_commands)),
-                              "the command's output as audio")
+                              f"the command's output as audio (command: {command})")
         return audio, rate, len(audio) / rate
     if not os.path.isfile(spec):
         raise _ReadFailure(f"cannot read {spec}: file not found")
@@ -127,6 +181,7 @@ def _load(spec: str, allow_commands: bool, start_s: float | None = None,
     # A segment of a file: seek instead of decoding the whole (maybe hour-long) recording.
     try:
         with sf.SoundFile(spec) as f:
+            _check_complete(f, spec)
             rate, frames = f.samplerate, f.frames
             first, last = _segment_bounds(start_s, end_s, rate, frames)
             f.seek(first)
@@ -301,6 +356,18 @@ class AudioReader:
         utt = self._utts[utt_id]
         times = "" if utt.start is None else f" [{utt.start!r}, {utt.end!r}]"
         return f"{utt.spec} (channel {utt.channel}){times}"
+
+    def file_stamp(self, utt_id: str) -> tuple[int, int] | None:
+        """``(size, mtime_ns)`` of an utterance's audio file; None for a command or a
+        missing file. A file replaced in place changes it (cached features can tell)."""
+        spec = self._utts[utt_id].spec
+        if is_command(spec):
+            return None
+        try:
+            st = os.stat(spec)
+        except OSError:
+            return None
+        return st.st_size, st.st_mtime_ns
 
     def where(self, utt_id: str) -> str:
         """``file:line: utt 'id'``: where an utterance is defined, for error messages."""

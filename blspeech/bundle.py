@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
 import time
 import warnings
 from collections.abc import Mapping
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint import load_reason, refused_objects
 from .errors import UserError
 
 #: The ``format`` entry that marks a file as a bundle, and the layout version.
@@ -337,12 +337,12 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols
             entries = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"{path} is not a readable blspeech bundle: it holds Python objects "
-                        "other than tensors and plain values (refused, not run)") from None
-    except Exception as e:  # truncated or not a torch file at all
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{path} is not a readable blspeech bundle: {first[:200]}") from None
+    except Exception as e:  # code or foreign objects, truncated, not a torch file at all
+        # Never torch's own advice to load it with weights_only=False (see load_error).
+        why = ("it holds Python objects other than tensors and plain values, which may be "
+               "unsafe to load; refused (nothing in it was run)" if refused_objects(e)
+               else load_reason(e))
+        raise UserError(f"{path} is not a readable blspeech bundle: {why}") from None
     if not isinstance(entries, Mapping) or entries.get("format") != FORMAT:
         what = ("a blspeech training checkpoint; make a bundle with 'blspeech make-bundle "
                 f"{path} OUT{SUFFIX}'" if isinstance(entries, Mapping)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserError
 from .fileio import atomic_write
 
 FORMAT_VERSION = 1
@@ -150,24 +153,60 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     _fsync_dir(directory)
 
 
+def refused_objects(e: BaseException) -> bool:
+    """Whether ``torch.load(weights_only=True)`` raised ``e`` because the file holds
+    objects it refuses to build (a function to call, a foreign class), not because the
+    data is corrupt: both are an UnpicklingError, and only a refusal names the pickle's
+    GLOBAL (the opcode that imports them)."""
+    return isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e)
+
+
+def load_reason(e: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line of ours: never PyTorch's advice to re-run it
+    with ``weights_only=False``, which would run whatever code the file holds."""
+    if isinstance(e, pickle.UnpicklingError):  # torch wraps even garbage in that advice
+        return "not a PyTorch file of tensors and plain values (unreadable pickle data)"
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    return next((x for x in lines if "weights_only" not in x), type(e).__name__)[:200]
+
+
+def load_error(path: str, e: BaseException, what: str) -> UserError:
+    """One line of our own for a file ``torch.load(weights_only=True)`` refused or could
+    not read (``what``: e.g. "checkpoint"), naming ``path``."""
+    if refused_objects(e):
+        return UserError(f"{path} is not a blspeech {what}: it holds Python objects other "
+                         "than tensors and plain values, which may be unsafe to load; "
+                         "refused (nothing in it was run)")
+    return UserError(f"cannot read {what} {path}: {load_reason(e)}")
+
+
+def safe_torch_load(path: str | os.PathLike, what: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` (no pickled code runs); a file it refuses
+    or cannot read raises :class:`UserError` from :func:`load_error`."""
+    path = os.fspath(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated/corrupt file, or objects weights_only refuses
+        raise load_error(path, e, what) from None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Read a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises:
-        ValueError: naming ``path`` when it is missing, unreadable, corrupt, holds pickled
-            objects other than tensors/containers, or is not a training checkpoint dict.
+        ValueError: (a :class:`UserError`) naming ``path`` when it is missing, unreadable,
+            corrupt, holds pickled objects other than tensors/containers, or is not a
+            training checkpoint dict.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated/corrupt file, or objects weights_only refuses
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot read checkpoint {path}: {first}") from None
+        raise UserError(f"checkpoint {path} does not exist")
+    ckpt = safe_torch_load(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise ValueError(f"{path} is not a blspeech training checkpoint "
-                         "(expected a dict with 'model' and 'model_config')")
+        raise UserError(f"{path} is not a blspeech training checkpoint "
+                        "(expected a dict with 'model' and 'model_config')")
     return ckpt
 
 

@@ -13,7 +13,13 @@ measures, side by side in one process:
   batches, as ``blspeech decode`` does) divided by the audio duration. Features are read
   once before timing; the models then take turns in every repeat (the order rotates, so
   none always runs first) and the median over repeats is reported, so every model sees
-  the same machine state.
+  the same machine state;
+* ``rtf_ratio``: the median over repeats of each round's RTF divided by the *first*
+  model's RTF in the same round (paired ratios: a round slowed by another process slows
+  both models of the pair), with ``rtf_ratio_runs`` and ``rtf_ratio_iqr``. ``rtf_stable``
+  is False when the machine was too busy for a stable figure: the paired ratios'
+  interquartile range exceeds :data:`MAX_RATIO_IQR` of their median, or some model's
+  slowest round took more than :data:`MAX_ROUND_SPREAD` times its fastest.
 
 :func:`pareto_front`, :func:`write_report` turn per-encoder results (those numbers plus
 WERs) into ``results.json``, ``RESULTS.md`` and ``tradeoff.png`` (WER against GFLOPs per
@@ -48,6 +54,33 @@ from .inference import AcousticModelBundle, fused_for_inference, load_acoustic_m
 
 #: Seconds of audio in the FLOP-counting input.
 FLOP_SECONDS = 10.0
+#: Stability limits of the RTF rounds (see the module docstring).
+MAX_RATIO_IQR = 0.1
+MAX_ROUND_SPREAD = 1.5
+
+
+def ratio_summary(runs: Sequence[float], base_runs: Sequence[float]
+                  ) -> tuple[list[float], float, float]:
+    """Per-round ratios ``runs[i] / base_runs[i]``, their median and interquartile range.
+
+    Example:
+        >>> ratio_summary([2.0, 1.0, 3.0], [4.0, 2.0, 3.0])
+        ([0.5, 0.5, 1.0], 0.5, 0.25)
+    """
+    ratios = [r / b for r, b in zip(runs, base_runs, strict=True)]
+    if len(ratios) < 2:
+        return ratios, ratios[0], 0.0
+    q = statistics.quantiles(ratios, n=4, method="inclusive")
+    return ratios, statistics.median(ratios), q[2] - q[0]
+
+
+def rounds_stable(runs: Mapping[str, Sequence[float]], ratio_iqrs: Sequence[float],
+                  ratio_medians: Sequence[float]) -> bool:
+    """False when the rounds say the machine was too busy (see the module docstring)."""
+    spread = max(max(r) / min(r) for r in runs.values() if min(r) > 0)
+    iqr = max((i / m for i, m in zip(ratio_iqrs, ratio_medians, strict=True) if m > 0),
+              default=0.0)
+    return spread <= MAX_ROUND_SPREAD and iqr <= MAX_RATIO_IQR
 
 
 def count_flops(bundle: AcousticModelBundle, seconds: float = FLOP_SECONDS) -> int:
@@ -131,15 +164,22 @@ def measure_efficiency(checkpoints: Mapping[str, str | os.PathLike], data_dir: s
         for r in tqdm(range(repeats), desc="rtf", disable=not progress, leave=False):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 runs[name].append(_timed_decode(bundles[name], inputs[name]) / audio_seconds)
+        paired = {name: ratio_summary(runs[name], runs[names[0]]) for name in names}
+        stable = rounds_stable(runs, [p[2] for p in paired.values()],
+                               [p[1] for p in paired.values()])
         results = {}
         for name, bundle in bundles.items():
             flops = count_flops(bundle) / FLOP_SECONDS
+            ratios, ratio, iqr = paired[name]
             results[name] = {
                 "params": params[name],
                 "gflops_per_sec": round(flops / 1e9, 5),
                 "gmacs_per_sec": round(flops / 2e9, 5),
                 "rtf": round(statistics.median(runs[name]), 6),
                 "rtf_runs": [round(x, 6) for x in runs[name]],
+                "rtf_ratio": round(ratio, 4), "rtf_ratio_iqr": round(iqr, 4),
+                "rtf_ratio_runs": [round(x, 4) for x in ratios],
+                "rtf_ratio_to": names[0], "rtf_stable": stable,
                 "audio_seconds": round(audio_seconds, 3), "utterances": utterances,
                 "device": str(bundle.device), "threads": torch.get_num_threads(),
                 "checkpoint": os.fspath(checkpoints[name])}
@@ -156,6 +196,16 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:
     return [not dominated(p) for p in points]
 
 
+def rtf_ratio(row: Mapping[str, Any], base: Mapping[str, Any]) -> float:
+    """``row``'s CPU RTF relative to ``base``'s: the paired per-round ratio
+    (``rtf_ratio_cpu``) when ``row`` has one, else the ratio of the medians."""
+    if row is base:
+        return 1.0
+    if "rtf_ratio_cpu" in row:
+        return row["rtf_ratio_cpu"]
+    return row["rtf_cpu"] / base["rtf_cpu"] if base.get("rtf_cpu") else float("nan")
+
+
 def claim_checks(rows: Sequence[Mapping[str, Any]], baseline: str, candidate: str,
                  test_sets: Sequence[str], *, max_flops_ratio: float = 0.7,
                  max_rtf_ratio: float = 0.8) -> list[dict[str, Any]]:
@@ -168,7 +218,7 @@ def claim_checks(rows: Sequence[Mapping[str, Any]], baseline: str, candidate: st
         return []
     b, c = by[baseline], by[candidate]
     flops = c["gflops_per_sec"] / b["gflops_per_sec"]
-    rtf = c["rtf_cpu"] / b["rtf_cpu"] if b.get("rtf_cpu") else float("nan")
+    rtf = rtf_ratio(c, b)
     checks = [{"check": f"GFLOPs {candidate} / {baseline}", "target": f"<= {max_flops_ratio}",
                "measured": round(flops, 3), "met": flops <= max_flops_ratio}]
     for t in test_sets:
@@ -233,7 +283,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], test_sets: Sequence[str]
             cells.append(f"{r['gflops_per_sec'] / base['gflops_per_sec']:.2f}")
         cells.append(f"{r['rtf_cpu']:.4f}")
         if base:
-            cells.append(f"{r['rtf_cpu'] / base['rtf_cpu']:.2f}")
+            cells.append(f"{rtf_ratio(r, base):.2f}")
         cells += [f"{r['wer'][t]:.2f}" for t in test_sets]
         cells.append(f"{r['train_seconds'] / 60:.1f}")
         cells.append(", ".join(t for t, f in zip(test_sets, fronts, strict=True) if f[i]) or "-")

@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import warnings
@@ -434,7 +435,11 @@ class BucketingBatchSampler(Sampler[list[int]]):
 
     def __init__(self, lengths: Sequence[int], max_frames: int, *, shuffle: bool = True,
                  seed: int = 0, num_replicas: int | None = None, rank: int | None = None,
-                 buckets: int = 10, drop_last: bool = False) -> None:
+                 buckets: int = 10, drop_last: bool = False, pad_multiple: int = 1,
+                 sorted_epochs: int = 0) -> None:
+        if pad_multiple < 1:
+            raise ValueError(f"pad_multiple must be at least 1, got {pad_multiple}")
+        self.pad_multiple, self.sorted_epochs = int(pad_multiple), int(sorted_epochs)
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if (self.lengths < 0).any():
             raise ValueError("utterance lengths must be non-negative")
@@ -483,14 +488,17 @@ class BucketingBatchSampler(Sampler[list[int]]):
             if self.shuffle:
                 bucket = rng.permutation(bucket)
             batches.extend(self._pack(bucket))
-        if self.shuffle:
+        if self.shuffle and epoch >= self.sorted_epochs:
             batches = [batches[j] for j in rng.permutation(len(batches))]
+        elif self.shuffle:  # SortaGrad: shortest batches first
+            batches.sort(key=lambda b: int(self.lengths[b].max()))
         return batches
 
     def _pack(self, indices: np.ndarray) -> list[list[int]]:
         batches, batch, longest = [], [], 0
+        m = self.pad_multiple
         for i in indices.tolist():
-            length = max(int(self.lengths[i]), 1)
+            length = -(-max(int(self.lengths[i]), 1) // m) * m
             if length > self.max_frames:
                 batches.append([i])
                 continue
@@ -560,11 +568,12 @@ class BucketingBatchSampler(Sampler[list[int]]):
 # --- collation and loading ---------------------------------------------------------------
 
 
-def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def collate(items: Sequence[Mapping[str, Any]], pad_multiple: int = 1) -> dict[str, Any]:
     """Pad a list of dataset items into a batch.
 
-    Returns ``dict(utts, feats (B, Tmax, F) zero-padded, lengths (B,) int64, texts,
-    speakers)``.
+    Returns ``dict(utts, feats (B, T, F) zero-padded, lengths (B,) int64, texts,
+    speakers)``, where ``T`` is the longest length rounded up to a multiple of
+    ``pad_multiple``.
 
     Example:
         >>> b = collate([{"utt": "a", "feats": torch.ones(3, 2), "text": "hi", "speaker": "s"},
@@ -575,8 +584,12 @@ def collate(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not items:
         raise ValueError("cannot collate an empty batch")
     feats = [it["feats"] for it in items]
+    padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    extra = -padded.shape[1] % pad_multiple
+    if extra:
+        padded = torch.nn.functional.pad(padded, (0, 0, 0, extra))
     return {"utts": [it["utt"] for it in items],
-            "feats": torch.nn.utils.rnn.pad_sequence(feats, batch_first=True),
+            "feats": padded,
             "lengths": torch.tensor([f.shape[0] for f in feats], dtype=torch.int64),
             "texts": [it.get("text") for it in items],
             "speakers": [it.get("speaker") for it in items]}
@@ -619,8 +632,11 @@ class SpeechDataLoader(DataLoader):
 
 
 def make_dataloader(dataset: Dataset, sampler: Sampler[list[int]], num_workers: int = 0,
-                    pin_memory: bool = False, *, seed: int | None = None) -> SpeechDataLoader:
+                    pin_memory: bool = False, *, seed: int | None = None,
+                    pad_multiple: int | None = None) -> SpeechDataLoader:
     """A loader yielding :func:`collate` batches in ``sampler``'s order.
+
+    Batches are padded to a multiple of ``pad_multiple`` frames (default: the sampler's).
 
     Workers are persistent (started once, not every epoch) and seeded from ``seed``
     (default: the sampler's) and the rank, so random feature processing (dither) is
@@ -637,7 +653,11 @@ def make_dataloader(dataset: Dataset, sampler: Sampler[list[int]], num_workers: 
     rank = getattr(sampler, "rank", 0)
     generator = torch.Generator()
     generator.manual_seed(int(np.random.SeedSequence([seed, rank]).generate_state(1)[0]))
-    return SpeechDataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+    if pad_multiple is None:
+        pad_multiple = getattr(sampler, "pad_multiple", 1)
+    collate_fn = functools.partial(collate, pad_multiple=pad_multiple) if pad_multiple > 1 \
+        else collate
+    return SpeechDataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn,
                             num_workers=num_workers, persistent_workers=num_workers > 0,
                             pin_memory=pin_memory and torch.cuda.is_available(),
                             worker_init_fn=_seed_worker if num_workers else None,

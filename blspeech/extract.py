@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import json
@@ -46,8 +47,8 @@ from .errors import UserError
 from .features import LogMel, merge_config
 from .fileio import atomic_write
 from .kaldi import (
+    ScpReader,
     cmvn_stats,
-    read_matrices,
     read_table,
     write_matrices,
     write_matrix,
@@ -57,7 +58,7 @@ from .kaldi import (
 FBANK_CONF = os.path.join("conf", "fbank.yaml")
 #: Utterances are read and computed in groups of about this many frames (one LogMel call).
 GROUP_FRAMES = 512
-_MARKER_VERSION = 1
+_MARKER_VERSION = 2  # 2: the key includes the audio files' sizes and mtimes
 
 
 def load_frontend_config(config: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any]:
@@ -125,15 +126,18 @@ def compute_feats(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
         raise UserError(f"bad front-end config: {e}") from None
 
     out_dir = out_dir.resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _claim_out_dir(out_dir, data_dir)
+    with _disk_full_is_user_error(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _claim_out_dir(out_dir, data_dir)
     nj = max(1, min(int(nj), len(utts)))
     bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
     _remove_jobs_beyond(out_dir, nj)
     jobs = []
     for j in range(nj):
         shard = utts[bounds[j]:bounds[j + 1]]
-        key = _job_key(cfg, resample, allow, [(u, reader.source(u)) for u in shard])
+        # A file replaced in place keeps its wav.scp line: its size and mtime change the key.
+        key = _job_key(cfg, resample, allow,
+                       [(u, reader.source(u), reader.file_stamp(u)) for u in shard])
         jobs.append(dict(index=j + 1, utts=shard, key=key, data_dir=str(data_dir),
                          out_dir=str(out_dir), config=cfg, resample=resample,
                          allow_commands=allow, skip_bad=skip_bad))
@@ -206,9 +210,25 @@ def _backup_outputs(data_dir: Path) -> None:
             os.replace(path, data_dir / ".backup" / name)
 
 
-def _job_key(cfg: dict, resample: bool, allow: bool, sources: list[tuple[str, str]]) -> str:
+def _job_key(cfg: dict, resample: bool, allow: bool, sources: list[tuple]) -> str:
     text = json.dumps([_MARKER_VERSION, cfg, resample, allow, sources], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def _disk_full_is_user_error(path: str | os.PathLike) -> Iterator[None]:
+    """ENOSPC/EDQUOT while writing ``path``: one line for the user, not a traceback.
+
+    The writers are atomic (temp file + rename), so nothing half-written is left behind.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(f"{path}: cannot write, the disk is full ({e.strerror}); free some "
+                        "space (or raise the quota) and run again: finished jobs are kept"
+                        ) from None
 
 
 def _paths(out_dir: str | Path, index: int) -> tuple[Path, Path, Path]:
@@ -391,11 +411,12 @@ def _run_job(job: dict, update: Callable[[int], Any]) -> None:
                 durations[utt] = len(wave) / cfg["sample_rate"]
                 yield utt, mat.numpy()
 
-    write_matrices(ark, scp, features())
-    marker = {"key": job["key"], "ark_bytes": ark.stat().st_size, "frames": frames,
-              "durations": durations, "bad": bad}
-    with atomic_write(done) as f:
-        json.dump(marker, f)
+    with _disk_full_is_user_error(ark):
+        write_matrices(ark, scp, features())
+        marker = {"key": job["key"], "ark_bytes": ark.stat().st_size, "frames": frames,
+                  "durations": durations, "bad": bad}
+        with atomic_write(done) as f:
+            json.dump(marker, f)
 
 
 def _groups(utts: list[str], reader: AudioReader, fbank: LogMel, bad_utt, update
@@ -429,19 +450,21 @@ def _finish(data_dir: Path, out_dir: Path, jobs: list[dict], markers: list[dict]
         raise UserError(f"{data_dir}: no utterance could be processed; see "
                         f"{out_dir / 'bad_utts.txt'}")
     bad_file = out_dir / "bad_utts.txt"
-    if bad:
-        write_table(bad_file, [(utt, reason) for utt, reason in bad])
-    elif bad_file.exists():
-        bad_file.unlink()
+    with _disk_full_is_user_error(bad_file):
+        if bad:
+            write_table(bad_file, [(utt, reason) for utt, reason in bad])
+        elif bad_file.exists():
+            bad_file.unlink()
     scp: dict[str, str] = {}
     for job in jobs:
         scp.update((k, e.value) for k, e in read_table(_paths(out_dir, job["index"])[1]).items())
     durations = {u: d for m in markers for u, d in m["durations"].items()}
-    write_table(data_dir / "utt2num_frames", {u: str(n) for u, n in frames.items()})
-    write_table(data_dir / "utt2dur", {u: f"{d:.4f}" for u, d in durations.items()})
-    with atomic_write(data_dir / FBANK_CONF) as f:
-        yaml.safe_dump(cfg, f, sort_keys=False)
-    write_table(data_dir / "feats.scp", scp)  # last: its presence means everything is there
+    with _disk_full_is_user_error(data_dir):
+        write_table(data_dir / "utt2num_frames", {u: str(n) for u, n in frames.items()})
+        write_table(data_dir / "utt2dur", {u: f"{d:.4f}" for u, d in durations.items()})
+        with atomic_write(data_dir / FBANK_CONF) as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
+        write_table(data_dir / "feats.scp", scp)  # last: its presence means all is there
     return {"utterances": len(scp), "bad": len(bad), "frames": sum(frames.values()),
             "jobs": len(jobs), "jobs_skipped": skipped,
             "seconds": round(time.perf_counter() - started, 3),
@@ -473,12 +496,30 @@ def compute_cmvn(data_dir: str | os.PathLike, mode: str = "global") -> Path:
     if not feats_scp.is_file():
         raise UserError(f"{feats_scp}: file not found; run 'blspeech compute-feats "
                         f"{data_dir}' first")
-    feats = read_matrices(f"scp:{feats_scp}")
-    if mode == "global":
-        stats = cmvn_stats(mat for _, mat in feats)
-        path = data_dir / "global_cmvn"
-        write_matrix(path, stats)  # no key: a plain matrix file, as Kaldi writes it
-        return path
+    with ScpReader(feats_scp) as reader:
+        feats = _finite_feats(reader)
+        if mode == "global":
+            stats = cmvn_stats(mat for _, mat in feats)
+            path = data_dir / "global_cmvn"
+            write_matrix(path, stats)  # no key: a plain matrix file, as Kaldi writes it
+            return path
+        return _keyed_cmvn(data_dir, mode, feats)
+
+
+def _finite_feats(reader: ScpReader) -> Iterator[tuple[str, np.ndarray]]:
+    """``(utt, matrix)`` of an scp; NaN or inf is an error, not statistics that poison
+    every later normalisation."""
+    for utt in reader.keys():
+        mat = reader[utt]
+        if not np.isfinite(mat).all():
+            bad = int((~np.isfinite(mat)).any(axis=1).sum())
+            raise UserError(f"{reader.path}:{reader.entries[utt].line}: utt {utt!r}: features "
+                            f"contain NaN or inf in {bad} of {len(mat)} frames; recompute "
+                            "them or remove the utterance (no CMVN statistics written)")
+        yield utt, mat
+
+
+def _keyed_cmvn(data_dir: Path, mode: str, feats: Iterator[tuple[str, np.ndarray]]) -> Path:
     utt2spk = {}
     if mode == "speaker":
         utt2spk = {u: e.value for u, e in read_table(data_dir / "utt2spk").items()}

@@ -374,6 +374,21 @@ def _table(source: str | os.PathLike | Mapping, fields: int, what: str
     return out
 
 
+def _not_an_utterance(where: str, utt: str, segments: str | os.PathLike | Mapping,
+                      files: Mapping[str, tuple[list[str], str]]) -> UserError:
+    # The usual mistake: a file-level CTM (e.g. Kaldi's, or already converted) given with
+    # --data-dir, which expects blspeech decode's per-utterance one. Say which is which.
+    form = "a per-utterance CTM ('utt 1 start duration word [confidence]', as blspeech " \
+           "decode writes it)"
+    if utt in files or any(parts[0] == utt for parts, _ in files.values()):
+        return UserError(f"{where}: {utt!r} is a recording, not an utterance: this looks like "
+                         "a file-level CTM ('file channel start duration word'); score it "
+                         f"without --data-dir, or give {form}")
+    name = "segments" if isinstance(segments, Mapping) else os.fspath(segments)
+    return UserError(f"{where}: utterance {utt!r} is not in {name}; converting needs {form} "
+                     "decoded from that data dir")
+
+
 def ctm_from_utterance_ctm(utt_ctm_lines: Iterable[str],
                            segments: str | os.PathLike | Mapping,
                            reco2file_and_channel: str | os.PathLike | Mapping,
@@ -410,8 +425,7 @@ def ctm_from_utterance_ctm(utt_ctm_lines: Iterable[str],
                             f"[confidence]', got {line.strip()!r}")
         utt, _, start, dur, word = fields[:5]
         if utt not in segs:
-            raise UserError(f"{where}: utterance {utt!r} is not in segments; convert with "
-                            "the data dir the CTM was decoded from")
+            raise _not_an_utterance(where, utt, segments, files)
         (reco, seg_start, seg_end), seg_where = segs[utt]
         if reco not in files:
             raise UserError(f"{seg_where}: recording {reco!r} is not in "

@@ -17,9 +17,11 @@ and :func:`frame_targets` picks, for each encoder output frame ``t`` (time subsa
 ``t * s + s // 2``.
 
 **Priors.** :func:`log_priors` counts the training targets per pdf (at the encoder's
-output rate, the frames the loss sees), as Kaldi's nnet1 ``analyze-counts`` does. A pdf
-that never occurs gets a log prior of ``log(sqrt(FLT_MAX))`` (Kaldi's ``PdfPrior``), so
-its likelihood stays negligible.
+output rate, the frames the loss sees), as Kaldi's nnet1 ``analyze-counts`` does. As in
+nnet1's ``PdfPrior``, a pdf rarer than ``prior_floor`` (1e-10 of the frames; in practice:
+never seen) gets the log prior :data:`UNSEEN_LOG_PRIOR` = ``sqrt(FLT_MAX)``, so its
+log-likelihood is about ``-1.8e19``: the decoder never picks it, and the value stays
+finite (no NaN from ``inf - inf``).
 
 **Token topology.** Without a Kaldi GMM system, targets can come from a CTC model's
 forced alignment (``blspeech align --hybrid-targets``): each token ``k`` of the CTC
@@ -52,8 +54,15 @@ import torch.nn.functional as F
 
 from .errors import UserError
 
-#: Kaldi's log prior for a pdf that never occurs in the training alignments.
-UNSEEN_LOG_PRIOR = 0.5 * math.log(np.finfo(np.float32).max)
+#: The log prior of a pdf rarer than the prior floor (e.g. never in the alignments): the
+#: value itself, not its log. Kaldi nnet1, src/nnet/nnet-pdf-prior.cc, PdfPrior::PdfPrior
+#: (used by ``nnet-forward --class-frame-counts``): ``if (rel_freq(i) < opts.prior_floor)
+#: log_priors(i) = sqrt(FLT_MAX);`` "which disables DNN output when decoding". (nnet3
+#: needs no such rule: its priors are average softmax outputs, never zero.)
+UNSEEN_LOG_PRIOR = float(np.sqrt(np.float32(np.finfo(np.float32).max)))
+
+#: ``nnet-forward --prior-floor``'s default (``PdfPriorOptions::prior_floor``).
+PRIOR_FLOOR = 1e-10
 
 
 # --- alignments ----------------------------------------------------------------------------
@@ -120,8 +129,10 @@ def frame_targets(ali: np.ndarray, out_frames: int, subsampling: int,
     return np.asarray(ali, dtype=np.int32)[idx]
 
 
-def log_priors(targets: Sequence[np.ndarray], num_pdfs: int) -> torch.Tensor:
-    """Log relative frequency of each pdf in ``targets`` (unseen: :data:`UNSEEN_LOG_PRIOR`).
+def log_priors(targets: Sequence[np.ndarray], num_pdfs: int,
+               prior_floor: float = PRIOR_FLOOR) -> torch.Tensor:
+    """Log relative frequency of each pdf in ``targets``, as Kaldi nnet1's ``PdfPrior``:
+    ``log(freq + 1e-20)``, and :data:`UNSEEN_LOG_PRIOR` where ``freq < prior_floor``.
 
     Example:
         >>> log_priors([np.array([0, 0, 1]), np.array([1])], 3).exp()[:2]
@@ -133,8 +144,8 @@ def log_priors(targets: Sequence[np.ndarray], num_pdfs: int) -> torch.Tensor:
     total = counts.sum()
     if total <= 0:
         raise ValueError("no frames to estimate priors from")
-    with np.errstate(divide="ignore"):
-        logp = np.where(counts > 0, np.log(counts / total), UNSEEN_LOG_PRIOR)
+    freq = counts / total
+    logp = np.where(freq < prior_floor, UNSEEN_LOG_PRIOR, np.log(freq + 1e-20))
     return torch.from_numpy(logp.astype(np.float32))
 
 

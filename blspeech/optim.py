@@ -112,3 +112,34 @@ def sync_lr(scheduler: LambdaLR) -> None:
     for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
                                scheduler.lr_lambdas, strict=True):
         group["lr"] = base * fn(step)
+
+
+def optimizer_stepped(has_loss: bool, scale_before: float | None,
+                      scale_after: float | None) -> bool:
+    """Whether an optimizer step really ran, so the LR schedule may advance.
+
+    No step without a loss to learn from (every utterance of the step skipped). Under fp16
+    (``scale_*`` from ``GradScaler.get_scale()``, None without a scaler) ``scaler.step``
+    skips the step when the gradients hold inf/NaN, and ``update()`` then lowers the scale:
+    a smaller scale after the update is PyTorch's documented sign of a skipped step.
+    """
+    if not has_loss:
+        return False
+    return scale_before is None or scale_after is None or scale_after >= scale_before
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, scheduler: Any,
+                   scaler: torch.amp.GradScaler, has_loss: bool) -> bool:
+    """``scaler.step`` (when there is a loss) and ``scaler.update``, then ``scheduler.step``
+    only if the optimizer stepped (:func:`optimizer_stepped`): a skipped step must not use up
+    warm-up or decay. Call it after ``scaler.unscale_(optimizer)``. Returns whether it
+    stepped."""
+    before = scaler.get_scale() if scaler.is_enabled() else None
+    if has_loss:
+        scaler.step(optimizer)
+    scaler.update()
+    stepped = optimizer_stepped(has_loss, before,
+                                scaler.get_scale() if scaler.is_enabled() else None)
+    if stepped:
+        scheduler.step()
+    return stepped

@@ -200,8 +200,7 @@ class BPETokenizer(Tokenizer):
                     num_threads=1, minloglevel=2,
                     hard_vocab_limit=True, split_digits=True)
             except RuntimeError as e:
-                raise UserError(f"BPE training failed (vocab_size={vocab_size}): "
-                                f"{str(e).splitlines()[-1]}") from None
+                raise _bpe_training_error(str(e), vocab_size) from None
             with open(os.path.join(tmp, "bpe.model"), "rb") as f:
                 return cls(f.read())
 
@@ -222,6 +221,24 @@ class BPETokenizer(Tokenizer):
         """Write the sentencepiece ``.model`` file (usable with sentencepiece directly)."""
         with atomic_write(path, "wb") as f:
             f.write(self._proto)
+
+
+def _bpe_training_error(message: str, vocab_size: int) -> UserError:
+    """sentencepiece's check failure as one line saying which way to change --vocab-size
+    (the option of train-tokenizer and of the recipes)."""
+    text = (message.strip().splitlines() or [""])[-1]
+    too_high = re.search(r"Vocabulary size too high .*<= (\d+)", text)
+    if too_high:
+        return UserError(f"BPE vocabulary size {vocab_size} is too large for these "
+                         f"transcripts (at most {too_high.group(1)} pieces fit); lower "
+                         "--vocab-size")
+    too_low = re.search(r"smaller than required_chars\. \d+ vs (\d+)", text)
+    if too_low:
+        return UserError(f"BPE vocabulary size {vocab_size} is too small for these "
+                         f"transcripts (their characters need at least {too_low.group(1)}); "
+                         "raise --vocab-size")
+    text = re.sub(r"^.*\] ", "", text)  # sentencepiece's source location and check
+    return UserError(f"BPE training failed (vocab size {vocab_size}): {text}")
 
 
 def tokenizer_from_dict(d: dict[str, Any]) -> Tokenizer:

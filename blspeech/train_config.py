@@ -7,14 +7,15 @@ the :data:`DEFAULTS`)::
     head:      {type: ctc|hybrid, num_pdfs, topology, ali_subsampling, length_tolerance,
                 label_smoothing}   # all but type are for the hybrid head
     data:      {source: feats|audio, cmvn: none|global|speaker|utterance, norm_vars,
-                max_frames, buckets, num_workers, frontend}
+                max_frames, buckets, pad_multiple, sorted_epochs, num_workers, frontend}
     specaug:   {freq_masks, freq_width, time_masks, time_width, time_max_proportion,
                 time_warp, mask_value}   # or null: no SpecAugment
     optim:     {name: adamw|sgd, lr, weight_decay, betas, momentum}
     schedule:  {name: warmup_cosine|noam, warmup_steps, min_lr_ratio}
     training:  {epochs, grad_clip, amp: none|bf16|fp16, accum_grad, seed, loss_norm,
                 log_interval, save_every_n_steps, keep_last_n, average_last_n,
-                early_stopping_patience, select_by: dev_loss|dev_wer, max_steps}
+                early_stopping_patience, select_by: dev_loss|dev_wer, max_steps,
+                channels_last}
 
 ``model.num_mel_bins`` defaults to the feature dimension of the training data. Speed
 perturbation is done on the data dir beforehand (``blspeech perturb-speed``). Unknown
@@ -70,6 +71,8 @@ DEFAULTS: dict[str, Any] = {
         "norm_vars": True,
         "max_frames": 20000,      # padded frames per batch and rank (longest x count)
         "buckets": 10,
+        "pad_multiple": 1,        # batch lengths padded to a multiple: fewer distinct shapes
+        "sorted_epochs": 0,       # SortaGrad: first N epochs' batches shortest first
         "num_workers": 2,
         "frontend": None,         # LogMel options; default DIR/conf/fbank.yaml of train dir
     },
@@ -92,6 +95,7 @@ DEFAULTS: dict[str, Any] = {
         "early_stopping_patience": 0,    # epochs without improvement before stopping (0: off)
         "select_by": "dev_loss",         # metric for best.pt and early stopping
         "max_steps": 0,                  # stop after this many optimizer steps (0: no limit)
+        "channels_last": False,          # 2-D conv weights and activations in NHWC layout
     },
 }
 
@@ -148,6 +152,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "data.norm_vars": _bool,
     "data.max_frames": _int(1),
     "data.buckets": _int(1),
+    "data.pad_multiple": _int(1),
+    "data.sorted_epochs": _int(0),
     "data.num_workers": _int(0),
     "data.frontend": _frontend,
     "specaug.freq_masks": _int(0),
@@ -178,6 +184,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "training.early_stopping_patience": _int(0),
     "training.select_by": _choice("dev_loss", "dev_wer"),
     "training.max_steps": _int(0),
+    "training.channels_last": _bool,
 }
 
 
@@ -364,7 +371,7 @@ def train_tokenizer_for(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
 def load_tokenizer_dir(path: str | os.PathLike) -> tuple[Tokenizer, TextNormalizer]:
     """The tokenizer and text normalizer stored in a tokenizer dir (``tokenizer.pt``)."""
-    import torch
+    from .checkpoint import safe_torch_load
 
     path = os.fspath(path)
     file = os.path.join(path, TOKENIZER_FILE)
@@ -374,8 +381,8 @@ def load_tokenizer_dir(path: str | os.PathLike) -> tuple[Tokenizer, TextNormaliz
     if not os.path.isfile(file):
         raise UserError(f"{file} not found; create the tokenizer dir with 'blspeech "
                         f"train-tokenizer DATA_DIR {path}'")
+    d = safe_torch_load(file, "tokenizer file")
     try:
-        d = torch.load(file, map_location="cpu", weights_only=True)
         tok = tokenizer_from_dict(d["tokenizer"])
         norm = TextNormalizer(**d["normalizer"])
     except UserError:

@@ -147,7 +147,8 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
 
     sampler = BucketingBatchSampler(train_ds.lengths, d["max_frames"], shuffle=True,
                                     seed=t["seed"], num_replicas=world, rank=rank,
-                                    buckets=d["buckets"])
+                                    buckets=d["buckets"], pad_multiple=d["pad_multiple"],
+                                    sorted_epochs=d["sorted_epochs"])
     batches_per_epoch = len(sampler)
     if batches_per_epoch == 0:
         raise UserError(f"{train_dir} gives no training batches")
@@ -156,9 +157,11 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
     # Dev batches: length order, packed greedily (one bucket: least padding), every
     # world-th batch per rank and no repeats (a repeated batch would count twice).
     dev_batches = BucketingBatchSampler(dev_ds.lengths, d["max_frames"], shuffle=False,
-                                        num_replicas=1, rank=0, buckets=1
+                                        num_replicas=1, rank=0, buckets=1,
+                                        pad_multiple=d["pad_multiple"]
                                         ).global_batches()[rank::world]
-    dev_loader = make_dataloader(dev_ds, dev_batches, d["num_workers"], pin, seed=t["seed"])
+    dev_loader = make_dataloader(dev_ds, dev_batches, d["num_workers"], pin, seed=t["seed"],
+                                 pad_multiple=d["pad_multiple"])
     steps_per_epoch = math.ceil(batches_per_epoch / t["accum_grad"])
     total_steps = t["epochs"] * steps_per_epoch
     if t["max_steps"]:

@@ -457,7 +457,7 @@ def test_perturb_speed_ids_times_and_tables(segmented, tmp_path):
             assert out.text(p + utt) == src.text(utt)
             assert out.get("utt2uniq", p + utt) == utt
         for reco in src.recordings():
-            expected = src.wav(reco) if f == 1.0 else f"sox {src.wav(reco)} -t wav - speed {f} |"
+            expected = src.wav(reco) if f == 1.0 else f"sox -R {src.wav(reco)} -t wav - speed {f} |"
             assert out.wav(p + reco) == expected
             assert float(out.get("reco2dur", p + reco)) == pytest.approx(
                 float(src.get("reco2dur", reco)) / f, abs=1e-4)
@@ -481,7 +481,8 @@ def test_perturbed_audio_plays_at_the_new_speed(speech_data_dir, tmp_path):
     dst = tmp_path / "sp"
     perturb_speed(src, dst)
     out = DataDir.load(dst)
-    assert out.wav(f"sp0.9-{piped}") == f"sox {path} -t wav - | sox -t wav - -t wav - speed 0.9 |"
+    assert out.wav(f"sp0.9-{piped}") == (f"sox {path} -t wav - | sox -R -t wav - -t wav - "
+                                         "speed 0.9 |")
     assert out.wav(f"sp1.0-{piped}") == f"sox {path} -t wav - |"
     for utt in ("spk0-utt000", piped):
         original = sf.info(d.wav(utt) if utt != piped else path)
@@ -505,7 +506,8 @@ def test_perturb_errors_and_quoting(speech_data_dir, tmp_path):
         perturb_speed(speech_data_dir, tmp_path / "x", factors=(1, 1.0))
     with pytest.raises(UserError, match="also an input"):
         perturb_speed(speech_data_dir, speech_data_dir)
-    assert datadir.speed_command("my dir/a.wav", 0.9) == "sox 'my dir/a.wav' -t wav - speed 0.9 |"
+    assert (datadir.speed_command("my dir/a.wav", 0.9)
+            == "sox -R 'my dir/a.wav' -t wav - speed 0.9 |")
     assert not (tmp_path / "x").exists()
 
 

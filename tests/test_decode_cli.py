@@ -12,6 +12,8 @@ import math
 import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -366,6 +368,48 @@ def test_cli_errors_are_one_line(trained, tmp_path, capsys):
                         "--method", "lm")
     assert code == 2 and "--lm" in err
     assert not (tmp_path / "out").exists()
+
+
+class _RunsCode:
+    """Pickles as a call of os.system: loading it unsafely would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Foreign:
+    pass
+
+
+def test_malicious_and_foreign_torch_files_are_refused_without_unsafe_advice(
+        trained, tmp_path, capsys):
+    marker = tmp_path / "CODE_RAN"
+    evil, foreign = tmp_path / "evil.pt", tmp_path / "foreign.pt"
+    torch.save({"model": _RunsCode(marker), "model_config": {}}, evil)
+    torch.save({"model": {"w": _Foreign()}, "model_config": {}}, foreign)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")])))
+    for path in (evil, foreign):
+        proc = subprocess.run([sys.executable, "-m", "blspeech", "decode", str(path),
+                               str(trained["data"]), str(tmp_path / "out"), "--no-progress"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        err = proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and str(path) in err, err
+        assert "weights_only" not in err and "not a blspeech checkpoint" in err, err
+    # Every other reader of torch files: a tokenizer dir, train-lm --tokenizer-dir FILE.
+    lang = tmp_path / "lang"
+    lang.mkdir()
+    torch.save({"tokenizer": _RunsCode(marker)}, lang / "tokenizer.pt")
+    for source in (lang, evil):
+        code, _, err = _run(capsys, "train-lm", trained["data"], tmp_path / "lm.arpa",
+                            "--tokenizer-dir", source)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "weights_only" not in err and "refused" in err, err
+    assert not marker.exists() and not (tmp_path / "out").exists()
 
 
 def test_outputs_are_atomic(trained, tmp_path, capsys):

@@ -629,9 +629,15 @@ def test_ctm_from_utterance_ctm(tmp_path):
                                    tmp_path / "reco2file_and_channel", warnings=warnings)
     assert lines == ["sw_1 B 0.12 0.50 hi", "sw_1 A 3.90 0.20 late"]
     assert len(warnings) == 1 and "CTM:3" in warnings[0]
-    with pytest.raises(UserError, match="CTM:1: utterance 'u9' is not in segments"):
+    with pytest.raises(UserError, match=r"CTM:1: utterance 'u9' is not in .*segments; "
+                                        r".*per-utterance CTM \('utt 1 start duration word"):
         ctm_from_utterance_ctm(["u9 1 0 1 a"], tmp_path / "segments",
                                tmp_path / "reco2file_and_channel")
+    for reco in ("sw_1", "r1"):  # a file-level CTM: file (or recording) id, channel
+        with pytest.raises(UserError, match=f"CTM:1: '{reco}' is a recording, not an "
+                                            "utterance.*file-level CTM"):
+            ctm_from_utterance_ctm([f"{reco} A 0 1 a"], tmp_path / "segments",
+                                   tmp_path / "reco2file_and_channel")
     (tmp_path / "reco2file_and_channel").write_text("r1 sw_1\n")
     with pytest.raises(UserError, match="reco2file_and_channel:1: expected 3 fields"):
         ctm_from_utterance_ctm([], tmp_path / "segments", tmp_path / "reco2file_and_channel")
@@ -700,6 +706,13 @@ def test_cli_with_data_dir_and_utterance_ctm(hub5_files):
     assert out["glm"] == os.path.join("data", "glm")
     assert {k: v["errors"] for k, v in out["subsets"].items()} == \
         {k: r.errors for k, r in expected.items()}
+    # A file-level CTM with --data-dir: the message names the file, the line and both forms.
+    proc = run("--data-dir", "data", "--ctm", "file.ctm", cwd=d)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "file.ctm:1: 'sw_4390' is a recording, not an utterance" in lines[0], lines[0]
+    assert "file-level CTM" in lines[0] and "without --data-dir" in lines[0], lines[0]
+    assert "'utt 1 start duration word [confidence]'" in lines[0], lines[0]
 
 
 def test_cli_user_errors(hub5_files):

@@ -11,6 +11,7 @@ class by a clear margin.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import math
@@ -70,10 +71,22 @@ def test_frame_targets_take_the_centre_frame_at_both_rates():
     assert frame_targets(ali, 5, 2, ali_subsampling=2).tolist() == [0, 1, 2, 3, 4]
 
 
-def test_log_priors_are_relative_counts_and_unseen_pdfs_get_kaldis_value():
+def test_log_priors_are_relative_counts_and_rare_pdfs_are_disabled_as_in_kaldi_nnet1():
+    # Kaldi nnet1 (src/nnet/nnet-pdf-prior.cc, PdfPrior::PdfPrior): log(rel_freq + 1e-20),
+    # and a pdf with rel_freq < --prior-floor (1e-10) gets the log prior sqrt(FLT_MAX)
+    # itself (not its log), which disables its output when decoding.
     lp = log_priors([np.array([0, 0, 0, 2]), np.array([2, 2, 0, 0])], 4)
     assert torch.allclose(lp[[0, 2]].exp(), torch.tensor([5 / 8, 3 / 8]))
-    assert lp[1] == pytest.approx(UNSEEN_LOG_PRIOR) and lp[3] == pytest.approx(44.36, abs=0.01)
+    sqrt_flt_max = float(np.sqrt(np.float32(np.finfo(np.float32).max)))
+    assert UNSEEN_LOG_PRIOR == pytest.approx(sqrt_flt_max, rel=1e-6)
+    assert lp[1] == lp[3] == torch.tensor(UNSEEN_LOG_PRIOR, dtype=torch.float32)
+    # Seen but rarer than the floor: floored too; a floor of 0 keeps it.
+    rare = [np.array([1]), np.zeros(10**4, dtype=np.int64)]
+    assert log_priors(rare, 2, prior_floor=1e-3)[1] == UNSEEN_LOG_PRIOR
+    assert log_priors(rare, 2, prior_floor=0.0)[1] == pytest.approx(np.log(1 / 10001))
+    # Such a pdf's log-likelihood is hugely negative but finite (no NaN downstream).
+    ll = torch.zeros(1, 4).log_softmax(-1) - lp
+    assert torch.isfinite(ll).all() and ll[0, 1] < -1e18
 
 
 def _path_score(ll: torch.Tensor, states: tuple[int, ...], penalty: float) -> float | None:
@@ -268,11 +281,55 @@ def test_forward_writes_kaldi_archives_of_log_likelihoods(corpus, hybrid_exp, tm
         np.testing.assert_allclose(np.logaddexp.reduce(mat, axis=1), 0.0, atol=1e-4)
         prior = bundle.model.log_prior.numpy()
         np.testing.assert_allclose(mat - prior, want[utt], rtol=1e-4, atol=1e-4)
-    # An output pipe.
+    # An output pipe, written by this process: the same layout (keys, headers) byte for
+    # byte, the same values up to float rounding (another process may run other kernels).
     out = tmp_path / "piped.ark"
     assert cli_main(["forward", model, str(corpus["data"]), f"ark:| cat > {out}",
                      "--no-progress"]) == 0
-    assert out.read_bytes() == proc.stdout
+    assert_same_float_ark(out.read_bytes(), proc.stdout)
+
+
+def _split_float_ark(data: bytes) -> tuple[bytes, list[np.ndarray]]:
+    """A binary float-matrix archive as (every byte but the values, the matrices)."""
+    layout, mats, pos = bytearray(), [], 0
+    while pos < len(data):
+        key_end = data.index(b" ", pos)
+        head_end = key_end + 16  # " \0BFM " + "\4" int32 rows + "\4" int32 cols
+        head = data[key_end:head_end]
+        assert head[:6] == b" \0BFM " and head[6] == head[11] == 4, head
+        rows, cols = np.frombuffer(head[7:11] + head[12:16], dtype="<i4")
+        size = 4 * int(rows) * int(cols)
+        mats.append(np.frombuffer(data[head_end:head_end + size], dtype="<f4")
+                    .reshape(rows, cols))
+        layout += data[pos:head_end]
+        pos = head_end + size
+    return bytes(layout), mats
+
+
+def assert_same_float_ark(got: bytes, want: bytes) -> None:
+    """Keys and headers byte for byte, values with a float tolerance."""
+    (layout, mats), (want_layout, want_mats) = _split_float_ark(got), _split_float_ark(want)
+    assert layout == want_layout and len(mats) == len(want_mats)
+    for mat, ref in zip(mats, want_mats, strict=True):
+        np.testing.assert_allclose(mat, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_float_ark_comparison_tolerates_last_bits_not_layout():
+    def ark(mats: dict[str, np.ndarray]) -> bytes:
+        f = io.BytesIO()
+        f.mode = "wb"  # kaldi-io checks it
+        for key, mat in mats.items():
+            kaldi_io.write_mat(f, mat.astype(np.float32), key=key)
+        return f.getvalue()
+
+    a = {"u1": np.linspace(-3, 1, 12).reshape(3, 4), "u2": np.full((2, 4), -1.8e19)}
+    b = {k: np.nextafter(v.astype(np.float32), np.float32(0)) for k, v in a.items()}
+    assert ark(a) != ark(b)
+    assert_same_float_ark(ark(a), ark(b))  # the last bits differ: fine
+    for other in ({"u1": a["u1"], "u3": a["u2"]}, {"u1": a["u1"], "u2": a["u2"][:1]},
+                  {"u1": a["u1"] + 0.1, "u2": a["u2"]}):
+        with pytest.raises(AssertionError):
+            assert_same_float_ark(ark(other), ark(a))
 
 
 def test_forward_and_decode_errors_are_one_line(corpus, hybrid_exp, capsys):

@@ -140,6 +140,23 @@ def test_missing_corpus_options_and_shorten_without_sph2pipe(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_stage_without_its_inputs_names_the_stage_to_run(tmp_path):
+    data = tmp_path / "data"
+
+    def run(stage: str) -> str:
+        r = subprocess.run([str(RUN_SH), "--stage", stage, "--data-dir", str(data),
+                            "--exp-dir", str(tmp_path / "exp")], env=_env(),
+                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.stderr
+
+    assert f"stage 3 needs {data}/train/text; run --stage 1 first" in run("3")
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "text").touch()
+    assert f"stage 4 needs {data}/train_sp/feats.scp; run --stage 2 first" in run("4")
+    assert not (data / "lang_bpe2000").exists()
+
+
 def test_help():
     r = subprocess.run([str(RUN_SH), "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "--swbd-dir" in r.stdout and "--gmm-ali-dir" in r.stdout

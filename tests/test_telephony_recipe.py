@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+import yaml
 
 from blspeech.checkpoint import load_checkpoint
 
@@ -38,7 +39,8 @@ def _cmd(data: Path, exp: Path, *extra: str) -> list[str]:
             "--candidate", ENCODERS[1], "--hybrid-encoders", " ".join(HYBRID),
             "--epochs", "1", "--corpus-args", CORPUS,
             "--train-args", "--set data.max_frames=3000 --set data.num_workers=0",
-            "--rtf-utts", "4", "--rtf-repeats", "2", "--vocab-size", "40", *extra]
+            "--rtf-utts", "4", "--rtf-repeats", "2", "--vocab-size", "40", "--stop-stage", "9",
+            *extra]
 
 
 def run_recipe(data: Path, exp: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -63,23 +65,43 @@ def test_every_output_file(recipe):
             assert (data / split / name).is_file(), (split, name)
     assert (data / "train" / "global_cmvn").is_file()
     assert (data / "lang_bpe40" / "tokenizer.pt").is_file()
+    # The LM's words are the training transcripts' words: no held-out word reaches it.
+    lm_words = _arpa_unigrams(data / "lm" / "3gram.arpa")
+    train_words = {w for line in (data / "train" / "text").read_text().splitlines()
+                   for w in line.lower().split()[1:]}
+    assert lm_words - {"<s>", "</s>", "<unk>"} <= train_words
     for enc in ENCODERS:
         d = exp / enc
         for name in ("final.pt", "best.pt", "last.pt", "metrics.jsonl", "config.yaml",
                      "train_summary.json"):
             assert (d / name).is_file(), (enc, name)
         assert load_checkpoint(d / "final.pt")["model_config"]["encoder"]["name"] == enc
+        tuning = json.loads((d / "lm_tuning.json").read_text())
+        assert tuning["dev_wer"] == min(g["dev_wer"] for g in tuning["grid"])
         for t in TESTS:
-            dec = d / f"decode_{t}"
-            for name in ("text", "ctm", "wer.json", "wer.txt", "sclite.json"):
-                assert (dec / name).is_file(), (enc, t, name)
-            hyp_ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
-            ref_ids = [line.split()[0] for line in (data / t / "text").read_text().splitlines()]
-            assert hyp_ids == ref_ids
-            # NIST sclite's counts equal blspeech's on every decode.
-            assert json.loads((dec / "sclite.json").read_text())["agree"] is True
+            for dec in (d / f"decode_{t}", d / f"decode_lm_{t}"):
+                for name in ("text", "ctm", "wer.json", "wer.txt", "sclite.json"):
+                    assert (dec / name).is_file(), (enc, dec, name)
+                hyp_ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
+                ref_ids = [line.split()[0]
+                           for line in (data / t / "text").read_text().splitlines()]
+                assert hyp_ids == ref_ids
+                # NIST sclite's counts equal blspeech's on every decode.
+                assert json.loads((dec / "sclite.json").read_text())["agree"] is True
+            assert tuning["wer"][t] == json.loads(
+                (d / f"decode_lm_{t}" / "wer.json").read_text())["wer"]
     # No temporary files are left behind.
     assert not [p for p in exp.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _arpa_unigrams(path: Path) -> set[str]:
+    words, section = set(), None
+    for line in path.read_text().splitlines():
+        if line.startswith("\\"):
+            section = line
+        elif section == "\\1-grams:" and line.strip():
+            words.add(line.split("\t")[1])
+    return words
 
 
 def _bundle_matches_decode(data: Path, model_dir: Path) -> None:
@@ -121,10 +143,14 @@ def test_results_json(recipe):
         assert r["rtf_cpu"] == efficiency[r["encoder"]]["rtf"]
         assert len(r["rtf_cpu_runs"]) == 2
         assert set(r["wer"]) == set(TESTS)
+        assert set(r["wer_greedy"]) == set(TESTS)
         for t in TESTS:
-            wer = json.loads((exp / r["encoder"] / f"decode_{t}" / "wer.json").read_text())
-            assert r["wer"][t] == pytest.approx(wer["wer"], abs=0.01)
-            assert r["wer"][t] >= 0
+            # wer: the LM search (the recipe's best path); wer_greedy: greedy decoding.
+            for key, d in (("wer", f"decode_lm_{t}"), ("wer_greedy", f"decode_{t}")):
+                wer = json.loads((exp / r["encoder"] / d / "wer.json").read_text())
+                assert r[key][t] == pytest.approx(wer["wer"], abs=0.01)
+                assert r[key][t] >= 0
+        assert len(r["dev_wer_curve"]) == 1 and len(r["epoch_seconds"]) == 1
         assert r["train_seconds"] > 0 and r["epochs"] == 1
         assert Path(r["checkpoint"]) == exp / r["encoder"] / "final.pt"
     # Parameters of the model as trained (not of the BN-folded copy that is timed).
@@ -147,9 +173,23 @@ def test_results_md_and_plot(recipe):
     assert "| train | 30 |" in md
     assert "NIST sclite gives the same error counts" in md
     assert "## Results" in stdout  # the table is printed at the end
-    image = matplotlib.image.imread(exp / "tradeoff.png")
-    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
-    assert image[..., :3].std() > 0.05  # not a blank canvas
+    assert "## Greedy and LM decoding" in md
+    # The significance test of the candidate against the baseline, per test set.
+    sig = json.loads((exp / "significance.json").read_text())["mapsswe"]
+    assert [(s["test_set"], s["decoding"]) for s in sig] == [
+        (t, d) for t in TESTS for d in ("LM", "greedy")]
+    rows = {r["encoder"]: r for r in json.loads((exp / "results.json").read_text())}
+    for s in sig:
+        key = "wer" if s["decoding"] == "LM" else "wer_greedy"
+        assert s["wer_a"] == pytest.approx(rows[ENCODERS[1]][key][s["test_set"]], abs=0.01)
+        assert s["wer_b"] == pytest.approx(rows[ENCODERS[0]][key][s["test_set"]], abs=0.01)
+        assert s["verdict"] in ("bL is better", "no significant difference", "bL is worse")
+        flat = " ".join(md.split())  # the verdict sentence is wrapped
+        assert f"{s['test_set']}: **{s['verdict']}**" in flat or s["decoding"] == "greedy"
+    for png in ("tradeoff.png", "learning_curves.png"):
+        image = matplotlib.image.imread(exp / png)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+        assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
 def test_rerun_keeps_finished_work(recipe):
@@ -220,12 +260,13 @@ def test_trained_model_decodes_another_data_dir(recipe, tmp_path):
 
 def test_killed_run_resumes(recipe, tmp_path):
     """Kill the recipe while it trains the second encoder; the re-run finishes it without
-    redoing the first encoder, and every output is complete."""
+    redoing the first encoder, and every output is complete (with two seeds each: the
+    report gives their spread)."""
     data, _, _ = recipe
     exp = tmp_path / "exp"
     enc = ENCODERS[:2]
     cmd = _cmd(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders", " ".join(enc),
-               "--epochs", "2")
+               "--epochs", "2", "--seeds", "2")
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     first = exp / enc[0] / "final.pt"
@@ -239,7 +280,8 @@ def test_killed_run_resumes(recipe, tmp_path):
     assert first.is_file() and not (exp / enc[1] / "final.pt").exists()
     first_mtime = first.stat().st_mtime_ns
     r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders",
-                   " ".join(enc), "--epochs", "2", "--baseline", enc[0], "--candidate", enc[1])
+                   " ".join(enc), "--epochs", "2", "--baseline", enc[0], "--candidate", enc[1],
+                   "--seeds", "2")
     assert first.stat().st_mtime_ns == first_mtime
     rows = json.loads((exp / "results.json").read_text())
     assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 2 for r_ in rows)
@@ -247,6 +289,16 @@ def test_killed_run_resumes(recipe, tmp_path):
                (exp / enc[1] / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [1, 2]
     assert "RESULTS.md" in r.stdout
+    # Seed 1 trained with its own seed, and the report has every seed's WER.
+    assert yaml.safe_load((exp / f"{enc[1]}_seed1" / "config.yaml").read_text()
+                          )["training"]["seed"] == 1
+    seeds = json.loads((exp / "significance.json").read_text())["seeds"]
+    for row in seeds:
+        run = row["encoder"] + "_seed1"
+        key = "decode_lm_" if row["decoding"] == "LM" else "decode_"
+        second = json.loads((exp / run / f"{key}{row['test_set']}" / "wer.json").read_text())
+        assert row["wers"][1] == pytest.approx(second["wer"], abs=0.01)
+    assert "## Seeds (2 per encoder)" in (exp / "RESULTS.md").read_text()
 
 
 def test_quick_and_bad_options(tmp_path):
@@ -265,6 +317,25 @@ def test_quick_and_bad_options(tmp_path):
     assert r.returncode == 2
     assert "efficiency.json is missing; run stage 6 first" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_stage_without_its_inputs_names_the_stage_to_run(tmp_path):
+    data, exp = tmp_path / "data", tmp_path / "exp"
+
+    def run(stage: str) -> str:
+        r = subprocess.run([str(RUN_SH), "--stage", stage, "--data-dir", str(data),
+                            "--exp-dir", str(exp)], capture_output=True, text=True,
+                           timeout=60, env=_env(), cwd=ROOT)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return r.stderr
+
+    assert f"stage 3 needs {data}/train/feats.scp; run --stage 1 first" in run("3")
+    for split in ("train", "dev"):
+        (data / split).mkdir(parents=True)
+        (data / split / "feats.scp").touch()
+    assert f"stage 3 needs {data}/lang_bpe128/tokenizer.pt; run --stage 2 first" in run("3")
+    assert f"stage 4 needs {exp}/resnet_am_mini/final.pt; run --stage 3 first" in run("4")
+    assert not exp.exists()  # nothing written
 
 
 def test_compare_models_command_errors(recipe, tmp_path):

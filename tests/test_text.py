@@ -57,7 +57,7 @@ def test_bpe_is_deterministic_and_sized():
     a = BPETokenizer.train(SENTENCES * 5, 50)
     b = BPETokenizer.train(SENTENCES * 5, 50)
     assert a.vocab_size == 50 and a.tokens == b.tokens
-    with pytest.raises(UserError, match="BPE training failed"):
+    with pytest.raises(UserError, match="BPE vocabulary size 500 is too large"):
         BPETokenizer.train(["a b"], 500)
     with pytest.raises(UserError, match="sentencepiece"):
         BPETokenizer(b"not a model")
@@ -82,3 +82,25 @@ def test_normalizer_tags_and_hesitations_round_trip():
     assert TextNormalizer(hesitations=("UH",), case="lower")("Uh huh") == "huh"
     assert TextNormalizer(**norm.to_dict()) == norm  # survives checkpoints and YAML
     assert TextNormalizer(remove_tags=False)("[noise] a") == "[noise] a"
+
+
+def test_bpe_vocabulary_size_errors_say_which_way_to_change_vocab_size(tmp_path, capsys):
+    from blspeech.cli import main as cli_main
+
+    with pytest.raises(UserError) as e:
+        BPETokenizer.train(["hello world", "a small corpus"], 2000)
+    msg = str(e.value)
+    assert "vocabulary size 2000 is too large" in msg and "lower --vocab-size" in msg, msg
+    assert "at most 59" in msg and "INTERNAL" not in msg and "\n" not in msg, msg
+    with pytest.raises(UserError, match=r"vocabulary size 5 is too small .* at least 16\b.*"
+                                        r"raise --vocab-size"):
+        BPETokenizer.train(["hello world", "a small corpus"], 5)
+    # The recipes' stage 3 runs train-tokenizer: one line, nothing written.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "text").write_text("u1 hello world\nu2 a small corpus\n")
+    out = tmp_path / "lang"
+    assert cli_main(["train-tokenizer", str(data), str(out), "--vocab-size", "2000"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "lower --vocab-size" in err, err
+    assert not out.exists()

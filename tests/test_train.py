@@ -334,6 +334,71 @@ def test_too_long_transcripts_are_skipped_not_nan(corpus, tmp_path, one_thread):
     assert "spk0-utt002" in log
 
 
+def _long_transcripts(corpus, data: Path, which: list[int]) -> Path:
+    """spk0's 4 utterances, those of ``which`` with far more tokens than their frames."""
+    subset_data_dir(corpus["small"], data, first=4)
+    for name in ("feats.scp", "utt2num_frames", "global_cmvn"):
+        (data / name).write_bytes((corpus["small"] / name).read_bytes())
+    lines = (data / "text").read_text().splitlines()
+    for i in which:
+        lines[i] = lines[i].split()[0] + " " + " ".join(["five"] * 60)
+    (data / "text").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def test_all_transcripts_too_long_stops_with_one_error_and_no_checkpoint(
+        corpus, tmp_path, capsys, one_thread):
+    data = _long_transcripts(corpus, tmp_path / "long", [0, 1, 2, 3])
+    exp = tmp_path / "exp"
+    args = cli_train(corpus, exp, "training.epochs=2", "data.max_frames=400",
+                     "training.average_last_n=0", train_dir=data)
+    args[args.index("--dev-dir") + 1] = str(data)
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(
+        r"blspeech train: error: no batch of epoch 1 had a usable utterance: all 4 "
+        r"utterances have more tokens than output frames \(first: spk0-utt00\d, \d+ tokens "
+        r"(\(\+\d+ blanks between repeats\) )?> \d+ frames\); use a smaller vocabulary or "
+        r"less time subsampling", err), err
+    assert not list(exp.glob("*.pt"))  # no best.pt, last.pt or epoch checkpoint
+
+
+def test_scheduler_steps_only_with_the_optimizer(corpus, tmp_path, one_thread):
+    # Batches of one utterance; utterance 1's batch is skipped: no optimizer step there,
+    # so no scheduler step either (AdamW counts the steps it took in its state).
+    data = _long_transcripts(corpus, tmp_path / "long", [1])
+    cfg = tiny_config(epochs=2, log_interval=1, average_last_n=0)
+    cfg["data"].update(max_frames=400)
+    summary = train(cfg, train_dir=data, dev_dir=data, tokenizer_dir=corpus["lang"],
+                    exp_dir=tmp_path / "exp", device="cpu", resume=False)
+    assert summary["step"] == 8 and summary["metrics"]["train_skipped"] == 1
+    ckpt = load_checkpoint(tmp_path / "exp" / "last.pt")
+    adam_steps = {int(s["step"]) for s in ckpt["optimizer"]["state"].values()}
+    assert adam_steps == {6} and ckpt["scheduler"]["last_epoch"] == 6
+
+
+def test_optimizer_step_skips_the_scheduler_when_grad_scaler_skips():
+    from blspeech.optim import optimizer_step, optimizer_stepped
+
+    assert optimizer_stepped(True, None, None) and not optimizer_stepped(False, None, None)
+    assert optimizer_stepped(True, 1024.0, 1024.0) and optimizer_stepped(True, 1024.0, 2048.0)
+    assert not optimizer_stepped(True, 1024.0, 512.0)  # GradScaler backed off: inf grads
+    # A real GradScaler (CPU: fp16 training itself needs CUDA) with an infinite gradient.
+    w = torch.nn.Parameter(torch.ones(2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    for grad, expected in ((float("inf"), False), (1.0, True)):
+        (scaler.scale(w.sum()) * grad).backward()
+        scaler.unscale_(opt)
+        assert optimizer_step(opt, sched, scaler, has_loss=True) is expected
+        opt.zero_grad()
+    assert sched.last_epoch == 1 and torch.allclose(w, torch.full((2,), 0.9))
+    (scaler.scale(w.sum()) * 0.0).backward()  # the trainer's zero loss of skipped batches
+    scaler.unscale_(opt)
+    assert not optimizer_step(opt, sched, scaler, has_loss=False) and sched.last_epoch == 1
+
+
 def test_exploding_training_names_the_step(corpus, tmp_path, capsys, one_thread):
     args = cli_train(corpus, tmp_path / "exp", "optim.lr=1e12", "training.grad_clip=0",
                      "schedule.warmup_steps=0", "training.epochs=1",

@@ -9,9 +9,11 @@ with a ``register(subparsers)`` function.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from ..errors import UserError
 
@@ -30,11 +32,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _commands_switch(off: bool) -> Iterator[None]:
+    """``--no-wavscp-commands`` as ``BLSPEECH_NO_WAVSCP_COMMANDS=1`` for the command's run:
+    one switch for every command read from (wav.scp, feats.scp, cmvn.scp, ``ark:... |``),
+    data-loading workers included; restored afterwards for in-process callers."""
+    name = "BLSPEECH_NO_WAVSCP_COMMANDS"  # blspeech.kaldi.pipes.NO_COMMANDS_ENV (fast import)
+    if not off:
+        yield
+        return
+    old = os.environ.get(name)
+    os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with _commands_switch(getattr(args, "no_wavscp_commands", False)):
+            return args.func(args)
     except (UserError, ValueError, FileNotFoundError) as e:
         # Library functions raise these for bad user input; show the message, not a trace.
         print(f"blspeech {args.command}: error: {e}", file=sys.stderr)

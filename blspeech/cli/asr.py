@@ -163,13 +163,9 @@ def _normalizer_from(path: str):
         return load_tokenizer_dir(path)[1]
     if not os.path.isfile(path):
         raise UserError(f"--tokenizer-dir {path} does not exist")
-    import torch
+    from ..checkpoint import safe_torch_load
 
-    try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, or not a torch file at all
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"cannot read {path}: {first}") from None
+    entry = safe_torch_load(path, "checkpoint or tokenizer file")
     if not isinstance(entry, dict) or not isinstance(entry.get("normalizer"), dict):
         raise UserError(f"{path} holds no text normalizer (expected a tokenizer dir, its "
                         "tokenizer.pt, or a model checkpoint)")

@@ -148,6 +148,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="print each problem as a JSON line, then a JSON summary")
     p.add_argument("--no-check-files", action="store_true",
                    help="do not check that audio files and feature archives exist")
+    p.add_argument("--no-wavscp-commands", action="store_true",
+                   help="report command entries ('... |') of wav.scp, feats.scp and cmvn.scp "
+                        "as errors, as reading them with this switch (or "
+                        "BLSPEECH_NO_WAVSCP_COMMANDS=1) would fail")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(

@@ -90,4 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="one set of stats per speaker (utt2spk)")
     mode.add_argument("--per-utterance", dest="mode", action="store_const", const="utterance",
                       help="one set of stats per utterance")
+    p.add_argument("--no-wavscp-commands", action="store_true",
+                   help="refuse to run feats.scp entries that are commands ('... |'), as "
+                        "BLSPEECH_NO_WAVSCP_COMMANDS=1 does")
     p.set_defaults(func=cmd_compute_cmvn, mode="global")

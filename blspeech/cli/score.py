@@ -185,6 +185,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       "uh,um,uhm,er,ah,eh,hm,hmm,mm")
     p.set_defaults(func=cmd_score)
     _register_hub5(sub)
+    _register_compare_wer(sub)
 
 
 # --- score-hub5 ------------------------------------------------------------------------------
@@ -342,3 +343,66 @@ def _register_hub5(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print one JSON object (totals and per-speaker counts per subset)")
     p.set_defaults(func=cmd_score_hub5)
+
+
+# --- compare-wer ------------------------------------------------------------------------------
+
+
+def _register_compare_wer(sub: argparse._SubParsersAction) -> None:
+    """``compare-wer``: is one system's WER significantly lower? (NIST's MAPSSWE test)"""
+
+    def run(args: argparse.Namespace) -> int:
+        from ..score import read_text
+        from ..significance import mapsswe
+
+        r = mapsswe(read_text(args.ref), read_text(args.hyp_a), read_text(args.hyp_b))
+        verdict = r.verdict(args.alpha)  # checks --alpha before anything is printed
+        if args.json:
+            print(json.dumps({"ref": args.ref, "hyp_a": args.hyp_a, "hyp_b": args.hyp_b,
+                              **r.to_dict(args.alpha)}))
+            return 0
+        print("\n".join([
+            f"A  %WER {_rate(r.wer_a)}  {args.hyp_a}",
+            f"B  %WER {_rate(r.wer_b)}  {args.hyp_b}",
+            f"MAPSSWE: {r.segments} segments in {r.sentences} utterances (bounded by "
+            f"{r.min_good} words both got right)",
+            f"  errors per segment, A - B: mean {r.mean:.3f}, std dev {r.std_dev:.3f}",
+            f"  Z = {r.z:.3f}, p = {r.p_value:.4g} (two-tailed)",
+            f"verdict at alpha {args.alpha:g}: {verdict}"]))
+        return 0
+
+    p = sub.add_parser(
+        "compare-wer",
+        help="is one system significantly better? NIST's matched-pairs (MAPSSWE) test",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Compare two systems' hypotheses of the same test set with NIST's matched-pairs\n"
+            "sentence-segment word error test, as SCTK's 'sc_stats -t mapsswe' computes it:\n"
+            "each utterance is cut into segments at runs of 2 words both systems got right\n"
+            "(sclite's alignment), and Z is the mean per-segment error difference (A - B)\n"
+            "over its standard error. |Z| > 1.960 is a difference at the 5% level (two-\n"
+            "tailed); the system with fewer errors is the better. As in sc_stats, Z is 0\n"
+            "when every segment has the same difference. Files are Kaldi text\n"
+            "files ('utt-id word word ...'); both hypotheses must have every reference\n"
+            "utterance and no other."),
+        epilog=(
+            "examples:\n"
+            "  blspeech compare-wer data/test/text exp/a/decode/text exp/b/decode/text\n"
+            "  blspeech compare-wer ref.txt a.txt b.txt --alpha 0.01 --json\n"
+            "report:\n"
+            "  A  %WER 12.10  exp/a/decode/text\n"
+            "  B  %WER 13.45  exp/b/decode/text\n"
+            "  MAPSSWE: 412 segments in 300 utterances (bounded by 2 words both got right)\n"
+            "    errors per segment, A - B: mean -0.112, std dev 0.873\n"
+            "    Z = -2.604, p = 0.009213 (two-tailed)\n"
+            "  verdict at alpha 0.05: A better"),
+    )
+    p.add_argument("ref", metavar="REF", help="reference transcripts (Kaldi text file)")
+    p.add_argument("hyp_a", metavar="HYP_A", help="system A's hypotheses (Kaldi text file)")
+    p.add_argument("hyp_b", metavar="HYP_B", help="system B's hypotheses (Kaldi text file)")
+    p.add_argument("--alpha", type=float, default=0.05,
+                   help="significance level, two-tailed (default: 0.05, as sc_stats)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object (wer_a, wer_b, segments, mean, variance, z, "
+                   "p_value, verdict, ...)")
+    p.set_defaults(func=run)

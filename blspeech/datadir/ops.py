@@ -309,16 +309,19 @@ def speed_prefix(factor: float) -> str:
 def speed_command(wav_entry: str, factor: float) -> str:
     """A wav.scp entry that plays ``wav_entry`` at ``factor`` times the speed (sox).
 
+    ``-R``: sox's dither noise (added when it writes 16-bit output) starts from the same
+    seed every run, so features of the perturbed audio are the same every run.
+
     Example:
         >>> speed_command("a b.wav", 0.9)
-        "sox 'a b.wav' -t wav - speed 0.9 |"
+        "sox -R 'a b.wav' -t wav - speed 0.9 |"
         >>> speed_command("flac -dc a.flac |", 1.1)
-        'flac -dc a.flac | sox -t wav - -t wav - speed 1.1 |'
+        'flac -dc a.flac | sox -R -t wav - -t wav - speed 1.1 |'
     """
     entry = wav_entry.strip()
     if entry.endswith("|"):
-        return f"{entry} sox -t wav - -t wav - speed {float(factor)} |"
-    return f"sox {shlex.quote(entry)} -t wav - speed {float(factor)} |"
+        return f"{entry} sox -R -t wav - -t wav - speed {float(factor)} |"
+    return f"sox -R {shlex.quote(entry)} -t wav - speed {float(factor)} |"
 
 
 def perturb_speed(src: str | os.PathLike, dst: str | os.PathLike,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ..audio import END_TOLERANCE_S
+from ..kaldi.pipes import commands_allowed, commands_off
 from .core import (
     RECO_TABLES,
     REQUIRED,
@@ -21,10 +22,14 @@ from .core import (
     per_utterance,
 )
 
+#: Tables whose ``cmd |`` entries are run when read (and refused when commands are off).
+COMMAND_TABLES = ("wav.scp", "feats.scp", "cmvn.scp", "vad.scp")
+
 # --- validation ----------------------------------------------------------------------------
 
 
-def validate_data_dir(path: str | os.PathLike, *, check_files: bool = True) -> list[Problem]:
+def validate_data_dir(path: str | os.PathLike, *, check_files: bool = True,
+                      allow_commands: bool | None = None) -> list[Problem]:
     """Every problem of a Kaldi data dir, errors and warnings, sorted by file and line.
 
     Checks (like Kaldi's ``utils/validate_data_dir.sh``, but reporting all of them):
@@ -35,19 +40,22 @@ def validate_data_dir(path: str | os.PathLike, *, check_files: bool = True) -> l
     spk2utt; speakers of cmvn.scp / spk2gender; segments whose recording is unknown or
     that end past the recording (reco2dur); recordings no segment uses (warning); audio
     files and feature archives that do not exist (``check_files``), commands of wav.scp
-    pipes that are not installed (warning); and Kaldi's speaker-prefix convention
-    (warning). Relative paths in wav.scp and feats.scp are taken from the current
-    directory, as Kaldi does. An id missing from a table is reported at the line that
-    defines it (``wav.scp:3: utt 'x': missing from text``).
+    pipes that are not installed (warning); command entries (``... |``) of wav.scp,
+    feats.scp, cmvn.scp and vad.scp when commands are disabled (``allow_commands=False``
+    or ``BLSPEECH_NO_WAVSCP_COMMANDS=1``: reading them would fail); and Kaldi's
+    speaker-prefix convention (warning). Relative paths in wav.scp and feats.scp are
+    taken from the current directory, as Kaldi does. An id missing from a table is
+    reported at the line that defines it (``wav.scp:3: utt 'x': missing from text``).
 
     Example:
         >>> [str(p) for p in validate_data_dir("data/train")]     # doctest: +SKIP
         ["data/train/segments:3: utt 'rec1-003': end time 1.2 is not after start time 1.5"]
     """
-    return DataDir.load(path, strict=False).validate(check_files=check_files)
+    return DataDir.load(path, strict=False).validate(check_files=check_files,
+                                                     allow_commands=allow_commands)
 
 
-def check(d: DataDir, check_files: bool) -> list[Problem]:
+def check(d: DataDir, check_files: bool, allow_commands: bool | None = None) -> list[Problem]:
     problems: list[Problem] = []
     segs = d.has("segments")
 
@@ -76,6 +84,7 @@ def check(d: DataDir, check_files: bool) -> list[Problem]:
             add(name, p.key, p.message, line=p.line)
 
     files = FileChecks(check_files)
+    commands_ok = commands_allowed(allow_commands)
     for name, entries in d.tables.items():
         for e in entries.values():
             message = check_value(name, e.value)
@@ -83,6 +92,9 @@ def check(d: DataDir, check_files: bool) -> list[Problem]:
                 add(name, e.key, message)
             elif name == "text" and not e.value.strip():
                 add(name, e.key, "empty transcript", "warning")
+            elif (not commands_ok and name in COMMAND_TABLES
+                  and e.value.rstrip().endswith("|")):
+                add(name, e.key, commands_off(e.value.rstrip()[:-1].strip()))
             elif (found := files.check(name, e.value)) is not None:
                 add(name, e.key, found[1], found[0])
 

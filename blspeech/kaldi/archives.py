@@ -15,6 +15,8 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import IO, Any
@@ -22,6 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..fileio import atomic_write
+from . import pipes
 from .tables import KaldiFormatError, read_table, write_table
 
 with contextlib.redirect_stderr(io.StringIO()):
@@ -184,6 +187,10 @@ class _Short(Exception):
     """Fewer bytes than the value's header promised (a truncated archive)."""
 
 
+class _NotData(Exception):
+    """The bytes at the read position do not start a value (wrong offset, not an archive)."""
+
+
 def _read_exact(fd: IO[bytes], n: int, what: str) -> bytes:
     data = fd.read(n)
     if len(data) != n:
@@ -195,8 +202,13 @@ def _read_matrix_value(fd: IO[bytes]) -> np.ndarray:
     head = fd.read(2)
     if len(head) < 2:
         raise _Short("no matrix data" if not head else "expected a matrix, got 1 byte")
-    if head != b"\0B":  # text matrix ("  [ 1 2 ... ]"), rare: let kaldi-io parse it
-        return np.array(kaldi_io.read_mat(_Prefixed(head, fd)))
+    if head == b" [":  # text matrix (" [ 1 2 ... ]"), rare: let kaldi-io parse it
+        try:
+            return np.array(kaldi_io.read_mat(_Prefixed(head, fd)))
+        except (AssertionError, UnicodeDecodeError):  # kaldi-io's reactions to non-text
+            raise _NotData("it starts like a text matrix but is not one") from None
+    if head != b"\0B":
+        raise _NotData(f"it holds bytes {head!r}, not a binary '\\0B' or text ' [' matrix")
     kind = _read_exact(fd, 3, "matrix header")
     if kind not in (b"FM ", b"DM "):
         if kind.startswith(b"CM"):  # compressed matrix: kaldi-io knows the format
@@ -219,7 +231,11 @@ def _read_int_vector_value(fd: IO[bytes]) -> np.ndarray:
     if len(head) < 2:
         raise _Short("no vector data" if not head else "expected a vector, got 1 byte")
     if head != b"\0B":  # text: "1 2 3\n"
-        return np.array(kaldi_io.read_vec_int(_Prefixed(head, fd)), dtype=np.int32)
+        try:
+            return np.array(kaldi_io.read_vec_int(_Prefixed(head, fd)), dtype=np.int32)
+        except (UnicodeDecodeError, ValueError):
+            raise _NotData(f"it holds bytes {head!r}, not a binary or text int vector"
+                           ) from None
     size_byte = _read_exact(fd, 1, "vector header")
     if size_byte != b"\4":
         raise ValueError(f"not an int32 vector (element size byte {size_byte!r})")
@@ -251,13 +267,66 @@ def _parse_range(spec: str, shape: tuple[int, ...]) -> tuple[slice, ...]:
     return tuple(slices)
 
 
+class _CommandsOff(KaldiFormatError):
+    """A command that was not run; its message already names it."""
+
+
+class _Watchdog:
+    """Kills a command when one read of its output waits longer than ``timeout`` seconds."""
+
+    def __init__(self, proc: subprocess.Popen, timeout: float):
+        self.proc, self.timeout, self.fired = proc, timeout, False
+        self.waiting_since: float | None = None
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def read(self, n: int = -1) -> bytes:
+        return self._wait(self.proc.stdout.read, n)
+
+    def readline(self) -> bytes:
+        return self._wait(self.proc.stdout.readline)
+
+    def seekable(self) -> bool:
+        return False
+
+    def _wait(self, read: Callable, *args: Any) -> bytes:
+        # Timed per read, not in total: a long archive that keeps flowing is fine.
+        self.waiting_since = time.monotonic()
+        try:
+            return read(*args)
+        finally:
+            self.waiting_since = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(0.1, self.timeout)):
+            since = self.waiting_since
+            if since is not None and time.monotonic() - since > self.timeout:
+                self.fired = True
+                pipes.kill(self.proc)
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 @contextlib.contextmanager
 def _pipe(cmd: str) -> Iterator[IO[bytes]]:
-    """stdout of ``cmd`` (shell); a non-zero exit raises with the tail of its stderr."""
+    """stdout of ``cmd`` (shell); a non-zero exit raises with the tail of its stderr.
+
+    Refused when commands are disabled (:func:`pipes.commands_allowed`); with
+    ``BLSPEECH_PIPE_TIMEOUT`` set, a read that waits that long kills the command.
+    """
+    if not pipes.commands_allowed():
+        raise _CommandsOff(pipes.commands_off(cmd))
+    timeout = pipes.pipe_timeout()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, shell=True, stdout=subprocess.PIPE, stderr=err)
+        proc = pipes.start(cmd, timeout, stdout=subprocess.PIPE, stderr=err)
+        watchdog = _Watchdog(proc, timeout) if timeout is not None else None
 
         def failure() -> KaldiFormatError:
+            if watchdog is not None and watchdog.fired:
+                return KaldiFormatError(f"command '{cmd}' timed out after {timeout:g} s "
+                                        f"({pipes.PIPE_TIMEOUT_ENV}) and was killed")
             err.seek(0)
             tail = err.read().decode(errors="replace").strip().splitlines()[-3:]
             detail = f": {' / '.join(tail)}" if tail else ""
@@ -265,9 +334,9 @@ def _pipe(cmd: str) -> Iterator[IO[bytes]]:
                                     f"{proc.returncode}{detail}")
 
         try:
-            yield proc.stdout
+            yield watchdog or proc.stdout
         except GeneratorExit:  # the reader stopped early; the rest of the output is unwanted
-            proc.kill()
+            pipes.kill(proc)
             proc.stdout.close()
             proc.wait()
             raise
@@ -277,12 +346,15 @@ def _pipe(cmd: str) -> Iterator[IO[bytes]]:
             try:
                 proc.wait(timeout=1)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                pipes.kill(proc)
                 proc.wait()
                 raise e from None
             if proc.returncode != 0:
                 raise failure() from None
             raise
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
         proc.stdout.close()
         if proc.wait() != 0:
             raise failure()
@@ -291,6 +363,7 @@ def _pipe(cmd: str) -> Iterator[IO[bytes]]:
 def _read_rxspec(rxspec: str, read_value: Callable[[IO[bytes]], np.ndarray],
                  what: str) -> np.ndarray:
     rxspec = rxspec.strip()
+    m = None
     try:
         if rxspec.endswith("|"):
             with _pipe(rxspec[:-1].strip()) as fd:
@@ -306,8 +379,13 @@ def _read_rxspec(rxspec: str, read_value: Callable[[IO[bytes]], np.ndarray],
             value = read_value(fd)
         spec = (m or whole)["range"] if (m or whole) else None
         return value[_parse_range(spec, value.shape)] if spec else value
+    except _CommandsOff:
+        raise
     except KaldiFormatError as e:
         raise KaldiFormatError(f"cannot read {what} {rxspec}: {e}") from None
+    except _NotData as e:
+        raise KaldiFormatError(f"cannot read {what} {rxspec}: "
+                               f"{_not_data(e, what, rxspec, m)}") from None
     except _Short as e:
         raise KaldiFormatError(f"cannot read {what} {rxspec}: truncated data: {e}") from None
     except FileNotFoundError as e:
@@ -390,6 +468,9 @@ class ScpReader:
         except _Short as e:
             raise KaldiFormatError(f"cannot read {self._what} {rxspec}: truncated data: {e}"
                                    ) from None
+        except _NotData as e:
+            raise KaldiFormatError(f"cannot read {self._what} {rxspec}: "
+                                   f"{_not_data(e, self._what, rxspec, m)}") from None
         except FileNotFoundError:
             raise KaldiFormatError(f"cannot read {self._what} {rxspec}: {m['path']}: "
                                    "file not found") from None
@@ -503,10 +584,20 @@ def _iter_ark(fd: IO[bytes], name: str, read_value: Callable, wanted: set[str] |
         except Exception as e:
             reason = "truncated" if isinstance(e, _Short) else "corrupt"
             raise KaldiFormatError(f"{name}: {reason} archive{where}, entry {key!r} {after}: "
-                                   f"{e if isinstance(e, _Short) else _describe(e)}") from None
+                                   f"{e if isinstance(e, (_Short, _NotData)) else _describe(e)}"
+                                   ) from None
         last_good = key
         if wanted is None or key in wanted:
             yield key, value
+
+
+def _not_data(e: _NotData, what: str, rxspec: str, m: re.Match | None) -> str:
+    if m is None:
+        source = "the command's output" if rxspec.endswith("|") else "the file"
+        return f"{source} is not a Kaldi {what} ({e})"
+    # An offset into the middle of an archive: the bytes there are data, not a header.
+    return (f"no {what} starts at byte {m['offset']} of {m['path']} ({e}); the scp offset "
+            "is wrong or the archive was rewritten after the scp: recompute the features")
 
 
 def _describe(e: BaseException) -> str:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from .big_little import BigLittleModule
-from .blocks import BasicBlock, Bottleneck
+from .blocks import BasicBlock, Bottleneck, MaskedBatchNorm1d, MaskedBatchNorm2d
 from .vision import BLResNet, ResNet
 
 Pairs = tuple[tuple[str, str], ...]
@@ -100,9 +100,14 @@ def fold_bn(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) ->
                              requires_grad=False)
 
 
+# Masked BatchNorms (speech encoders) compute plain BatchNorm in eval mode.
+_FOLDABLE = ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv1d, nn.BatchNorm1d),
+             (nn.Conv2d, MaskedBatchNorm2d), (nn.Conv1d, MaskedBatchNorm1d))
+
+
 def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
     return (
-        (type(conv), type(bn)) in ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv1d, nn.BatchNorm1d))
+        (type(conv), type(bn)) in _FOLDABLE
         and bn.track_running_stats
         and conv.out_channels == bn.num_features
     )

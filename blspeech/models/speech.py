@@ -7,7 +7,10 @@ Every encoder follows the interface ESPnet and icefall encoders use::
 
 where ``T'`` is ``T`` divided (rounding up) by the encoder's ``time_subsampling`` (for the
 Conformer: the longest ``out_lengths``). Positions past ``out_lengths`` are zero, and an
-utterance's output does not depend on the padding of its batch (:class:`PaddingMask`).
+utterance's output does not depend on the padding of its batch, in eval or train mode
+(:class:`PaddingMask`: convolutions see zeros past an utterance's end, BatchNorm batch
+statistics and squeeze-excitation averages cover valid frames only). In train mode the
+output still depends on the batch's other utterances, through BN batch statistics.
 
 * :class:`ResNetAM` with ``big_little=False`` is the paper's baseline: a 2-D ResNet over
   log-mel (freq, time) maps whose stages downsample frequency only. With
@@ -38,7 +41,14 @@ import torch
 from torch import nn
 
 from .big_little import BigLittleModule
-from .blocks import init_weights, make_stage
+from .blocks import (
+    MaskedBatchNorm1d,
+    MaskedBatchNorm2d,
+    SqueezeExcite,
+    init_weights,
+    make_stage,
+    masked_batch_norm,
+)
 from .bn_fold import register_fuse_pairs
 from .registry import register_model
 
@@ -63,25 +73,35 @@ def _zero_padding(out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class PaddingMask:
-    """Zeroes the padded time steps of every convolution's input during a forward pass.
+    """Keeps the padded time steps of a batch out of every layer of ``module`` that mixes
+    time steps, during a forward pass.
 
-    Convolutions see zeros past an utterance's end exactly as they would see their own zero
-    padding if the utterance were alone, so outputs do not depend on how much padding the
-    batch adds (without this, BN shifts and biases make padded frames non-zero and they leak
-    into the last valid frames layer by layer). One forward pre-hook per ``Conv1d``/``Conv2d``
-    of ``module``; ``time_dim`` is the time axis of those inputs. Costs nothing when no
-    utterance is padded.
+    * Convolutions: one forward pre-hook per ``Conv1d``/``Conv2d`` zeroes the padded time
+      steps of its input, so it sees zeros past an utterance's end exactly as it would see
+      its own zero padding if the utterance were alone (without this, BN shifts and biases
+      make padded frames non-zero and they leak into the last valid frames layer by layer).
+    * BatchNorm: each ``BatchNorm1d``/``BatchNorm2d`` is swapped for a
+      :class:`~blspeech.models.blocks.MaskedBatchNorm1d` / ``2d`` holding the same parameters
+      and buffers (state_dicts are unchanged): in train mode its batch statistics, and the
+      running statistics it updates, cover valid time steps only.
+    * :class:`~blspeech.models.blocks.SqueezeExcite` averages over valid time steps only.
 
-    Eager mode finds a convolution's mask by its input's length (a dict lookup keyed by
-    Python ints, skipped when nothing is padded). That does not survive tracing or export,
-    where lengths are symbolic and the skip would be decided once for all inputs:
-    :func:`make_exportable` switches the masks to *static* mode, in which each convolution
+    So an utterance's valid outputs, and the BN running statistics, do not depend on how
+    much padding its batch adds, in train and eval mode (dropout aside). ``time_dim`` is the
+    time axis of those layers' inputs. Costs nothing when no utterance is padded: every
+    layer then runs its plain computation.
+
+    Eager mode finds a layer's mask by its input's length (a dict lookup keyed by Python
+    ints, skipped when nothing is padded). That does not survive tracing or export, where
+    lengths are symbolic and the skip would be decided once for all inputs:
+    :func:`make_exportable` switches the masks to *static* mode, in which each masked layer
     knows its time-subsampling level (recorded once, :meth:`record_levels`) and always
-    multiplies its input by ``arange(T_in) < ceil(lengths / 2**level)``, built from tensor
-    ops only. Both modes give the same numbers (an unpadded row is multiplied by ones).
+    multiplies by ``arange(T_in) < ceil(lengths / 2**level)``, built from tensor ops only.
+    Both modes give the same numbers (an unpadded row is multiplied by ones). Static mode is
+    for inference: there BN uses its running statistics and needs no mask.
     """
 
-    #: The attribute each masked convolution holds its subsampling level in (static mode).
+    #: The attribute each masked layer holds its subsampling level in (static mode).
     LEVEL_ATTR = "_padding_mask_level"
 
     def __init__(self, module: nn.Module, time_dim: int = -1) -> None:
@@ -92,14 +112,25 @@ class PaddingMask:
         self._level_lengths: list[torch.Tensor] = []
         self._static_masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
         self._recording = False
+        for parent in list(module.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) in (nn.BatchNorm1d, nn.BatchNorm2d):
+                    setattr(parent, name, masked_batch_norm(child))
         for m in module.modules():
             if isinstance(m, nn.Conv1d | nn.Conv2d):
                 m.register_forward_pre_hook(self._hook)
+            elif isinstance(m, MaskedBatchNorm1d | MaskedBatchNorm2d | SqueezeExcite):
+                m.time_mask = self.mask
 
     def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor]) -> tuple[torch.Tensor] | None:
-        x = inputs[0]
+        mask = self.mask(module, inputs[0])
+        return None if mask is None else (inputs[0] * mask,)
+
+    def mask(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+        """``module``'s mask for its input ``x`` (:data:`~blspeech.models.blocks.TimeMask`):
+        1 at valid time steps, shaped to broadcast against ``x``; None if none is padding."""
         if self.static:
-            return self._static_hook(module, x)
+            return self._static_mask(module, x)
         size = x.shape[self.time_dim]
         mask = self._masks.get(size)
         if mask is None:
@@ -108,15 +139,15 @@ class PaddingMask:
             setattr(module, self.LEVEL_ATTR, self._size_level[size])
         shape = [1] * x.dim()
         shape[0], shape[self.time_dim] = mask.shape
-        return (x * mask.view(shape).to(x.dtype),)
+        return mask.view(shape).to(x.dtype)
 
-    def _static_hook(self, module: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor] | None:
+    def _static_mask(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         level = getattr(module, self.LEVEL_ATTR, None)
         if level is None or not self._level_lengths:
             return None
         key = (level, x.dim(), x.dtype)
         mask = self._static_masks.get(key)
-        if mask is None:  # the first convolution at this level builds it (a smaller graph)
+        if mask is None:  # the first layer at this level builds it (a smaller graph)
             lengths = self._level_lengths[level]
             steps = torch.arange(x.shape[self.time_dim], device=x.device)
             mask = (steps[None, :] < lengths[:, None]).to(x.dtype)  # (B, T_in)
@@ -125,7 +156,7 @@ class PaddingMask:
                 if d != time_dim:
                     mask = mask.unsqueeze(d)
             self._static_masks[key] = mask
-        return (x * mask,)
+        return mask
 
     @contextlib.contextmanager
     def __call__(self, lengths: torch.Tensor, frames: int, max_factor: int
@@ -154,7 +185,7 @@ class PaddingMask:
     @contextlib.contextmanager
     def record_levels(self) -> Iterator[None]:
         """Within this block, an eager forward pass over a padded batch stores each masked
-        convolution's subsampling level on it (see :data:`LEVEL_ATTR`)."""
+        layer's subsampling level on it (see :data:`LEVEL_ATTR`)."""
         self._recording = True
         try:
             yield
@@ -172,7 +203,7 @@ def make_exportable(encoder: nn.Module, feature_dim: int) -> nn.Module:
     """Prepare ``encoder`` (in place; pass a copy) for ``torch.jit.trace`` / ONNX export.
 
     Its :class:`PaddingMask` objects switch to static mode: one eager forward pass over a
-    padded dummy batch records each convolution's time-subsampling level, then every
+    padded dummy batch records each masked layer's time-subsampling level, then every
     forward masks with tensor ops only (no Python branch on lengths, no dict keyed by
     lengths). The :class:`ConformerEncoder` also stops trimming its output to the longest
     utterance (a data-dependent slice): it keeps ``ceil(T / 4)`` frames, those past an

@@ -89,6 +89,7 @@ acoustic_scale=0.1
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$recipe_dir/../utils/parse_options.sh"
+. "$recipe_dir/../utils/stage_needs.sh"
 
 if (( $# > 0 )); then
   echo "$0: unexpected argument '$1' (see $0 --help)" >&2
@@ -159,6 +160,7 @@ if (( stage <= 0 && 0 <= stop_stage )); then
 fi
 
 if (( stage <= 1 && 1 <= stop_stage )); then
+  stage_needs 1 0 "$data_dir/train_all/text"
   echo "stage 1: train_dev (first $dev_utts utterances) and train"
   total=$(wc -l < "$data_dir/train_all/text")
   (( total > dev_utts )) || die "--dev-utts $dev_utts leaves no training data ($total \
@@ -172,6 +174,8 @@ utterances in $data_dir/train_all)"
 fi
 
 if (( stage <= 2 && 2 <= stop_stage )); then
+  stage_needs 2 1 "$train/wav.scp" "$data_dir/train_dev/wav.scp"
+  stage_needs 2 0 "$data_dir/eval2000/wav.scp"
   echo "stage 2: 40-bin log-mel features at 8 kHz and global CMVN"
   for d in "$train" "$data_dir/train_dev" "$data_dir/eval2000"; do
     blspeech compute-feats "$d" --nj "$nj" --sample-rate 8000 --num-mel-bins 40 \
@@ -184,6 +188,7 @@ if (( stage <= 2 && 2 <= stop_stage )); then
 fi
 
 if (( stage <= 3 && 3 <= stop_stage )); then
+  stage_needs 3 1 "$data_dir/train/text"
   echo "stage 3: tokenizer in $lang"
   if [[ ! -f $lang/tokenizer.pt ]]; then
     blspeech train-tokenizer "$data_dir/train" "$lang" "${tokenizer_args[@]}" --case lower \
@@ -192,6 +197,8 @@ if (( stage <= 3 && 3 <= stop_stage )); then
 fi
 
 if (( stage <= 4 && 4 <= stop_stage )); then
+  stage_needs 4 2 "$train/feats.scp" "$data_dir/train_dev/feats.scp"
+  stage_needs 4 3 "$lang/tokenizer.pt"
   for enc in "${encoder_list[@]}"; do
     echo "stage 4: training $enc in $exp_dir/$enc"
     mkdir -p "$exp_dir/$enc"
@@ -205,6 +212,7 @@ if (( stage <= 4 && 4 <= stop_stage )); then
 fi
 
 if (( stage <= 5 && 5 <= stop_stage )); then
+  for enc in "${encoder_list[@]}"; do stage_needs 5 4 "$exp_dir/$enc/final.pt"; done
   for enc in "${encoder_list[@]}"; do
     for t in eval2000 train_dev; do
       out=$exp_dir/$enc/decode_$t

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # telephony_mini: build an 8 kHz telephone-speech corpus from Debian packages, train the
-# baseline ResNet, the bL-ResNet and two peer encoders (QuartzNet, Conformer) with one CTC
-# recipe, decode, score, and compare accuracy against compute.
+# baseline ResNet and the bL-ResNet with one CTC recipe (peer encoders on request), decode
+# greedily and with a word n-gram LM, score, test the difference for significance, and
+# compare accuracy against compute.
 #
 # Usage: recipes/telephony_mini/run.sh [options]
 #
 # Stages:
 #   0  corpus: DATA/{train,dev,test_real,test_synth} (local/prepare_corpus.py)
 #   1  features: 40-bin log-mel filterbanks at 8 kHz for every split, global CMVN of train
-#   2  tokenizer: BPE pieces (sentencepiece) of train's transcripts (DATA/lang_bpe<N>)
-#   3  train each encoder of --encoders with --config (EXP/<encoder>/, final.pt, and
-#      final.bundle: the model with its front-end, CMVN and tokenizer in one file for
-#      'blspeech transcribe' and blspeech.load_bundle)
-#   4  decode every test set with each EXP/<encoder>/final.pt (greedy; text, ctm, wer.*)
+#   2  tokenizer: BPE pieces (sentencepiece) of train's transcripts (DATA/lang_bpe<N>), and
+#      a word 3-gram LM of train's transcripts only (DATA/lm/3gram.arpa; held-out
+#      sentences stay out of every LM and lexicon)
+#   3  train each encoder of --encoders with --config, or conf/ctc_<encoder>.yaml where
+#      that exists (EXP/<encoder>/, final.pt, and final.bundle: the model with its
+#      front-end, CMVN and tokenizer in one file for 'blspeech transcribe' and
+#      blspeech.load_bundle); with --seeds N, seeds 1..N-1 in EXP/<encoder>_seed<k>/
+#   4  decode every test set with each model: greedy (EXP/<run>/decode_<test>/) and
+#      lexicon + LM beam search with the LM weight tuned on dev (decode_lm_<test>/,
+#      lm_tuning.json); text, ctm, wer.*
 #   5  score: NIST sclite on every decode (when installed; Debian package sctk), checked
 #      against blspeech's counts in decode_*/wer.json (decode_*/sclite.json)
 #   6  compare: params, GFLOPs per second of audio and CPU real-time factor of all
-#      encoders, measured side by side in one process (EXP/efficiency.json)
-#   7  report: EXP/RESULTS.md, EXP/results.json and EXP/tradeoff.png
+#      encoders, measured side by side in one process, with per-round paired ratios
+#      to the first encoder (EXP/efficiency.json)
+#   7  report: EXP/RESULTS.md (with NIST's MAPSSWE significance test of --candidate
+#      against --baseline per test set, and the mean and spread over seeds),
+#      EXP/results.json, EXP/tradeoff.png and EXP/learning_curves.png (dev WER
+#      against training wall minutes)
 #   8  HMM-hybrid head: CTC forced alignment of every split with EXP/<aligner>/final.pt
 #      turned into token-topology frame targets (EXP/<aligner>/ali_<split>/pdf.scp), then
 #      each encoder of --hybrid-encoders trained on them with --hybrid-config
@@ -33,7 +43,8 @@
 #
 # Options (default in brackets):
 #   --stage N             first stage to run [0]
-#   --stop-stage N        last stage to run [9]
+#   --stop-stage N        last stage to run; 8-9 (the hybrid head) run only when asked
+#                         for, e.g. --stage 8 --stop-stage 9 [7]
 #   --quick true|false    a first look in a few minutes: small corpus, 3 epochs, 20 warm-up
 #                         steps, results in DATA/quick and EXP/quick (a smoke test of the
 #                         pipeline: its models are too undertrained to transcribe) [false]
@@ -41,11 +52,16 @@
 #                         the CPU; with cuda it is also measured on the GPU) [cpu]
 #   --nj N                parallel jobs for corpus synthesis and features; threads for
 #                         the RTF comparison [2]
-#   --encoders "A B ..."  registered encoder names [resnet_am_mini bl_resnet_am_mini
-#                         quartznet_mini conformer_mini]
+#   --encoders "A B ..."  registered encoder names; the first is the paired-RTF reference
+#                         [resnet_am_mini bl_resnet_am_mini]; the peers quartznet_mini and
+#                         conformer_mini are optional (see README: not out of their
+#                         all-blank stage in this budget)
+#   --seeds N             train every encoder N times (seeds 0..N-1); RESULTS.md gives
+#                         mean and spread [1]
 #   --baseline NAME       encoder the others are compared with [resnet_am_mini]
 #   --candidate NAME      encoder whose efficiency claim RESULTS.md checks [bl_resnet_am_mini]
-#   --config YAML         training recipe, the same for every encoder [conf/ctc.yaml]
+#   --config YAML         training recipe for every encoder without its own
+#                         conf/ctc_<encoder>.yaml [conf/ctc.yaml]
 #   --hybrid-encoders "A B ..."  encoders trained with the hybrid head in stage 8
 #                         [resnet_am_mini bl_resnet_am_mini]
 #   --aligner NAME        CTC model whose forced alignments give the hybrid targets
@@ -76,11 +92,12 @@
 set -euo pipefail
 
 stage=0
-stop_stage=9
+stop_stage=7
 quick=false
 device=cpu
 nj=2
-encoders="resnet_am_mini bl_resnet_am_mini quartznet_mini conformer_mini"
+encoders="resnet_am_mini bl_resnet_am_mini"
+seeds=1
 baseline=resnet_am_mini
 candidate=bl_resnet_am_mini
 config=conf/ctc.yaml
@@ -98,6 +115,7 @@ rtf_repeats=9
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$recipe_dir/../utils/parse_options.sh"
+. "$recipe_dir/../utils/stage_needs.sh"
 
 if (( $# > 0 )); then
   echo "$0: unexpected argument '$1' (see $0 --help)" >&2
@@ -122,6 +140,17 @@ aligner=${aligner:-$baseline}
 read -r -a extra_train <<< "$train_args"
 read -r -a extra_corpus <<< "$corpus_args"
 (( ${#encoder_list[@]} > 0 )) || die "--encoders is empty"
+[[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, got '$seeds'"
+# A run is one training of an encoder with one seed: seed 0 in EXP/<encoder>, seed k in
+# EXP/<encoder>_seed<k>.
+runs=()
+for enc in "${encoder_list[@]}"; do
+  runs+=("$enc")
+  for (( k = 1; k < seeds; k++ )); do runs+=("${enc}_seed$k"); done
+done
+run_encoder() { echo "${1%_seed*}"; }
+run_seed() { [[ $1 == *_seed* ]] && echo "${1##*_seed}" || echo 0; }
+lm=$data_dir/lm/3gram.arpa
 test_sets=(test_real test_synth)
 splits=(train dev "${test_sets[@]}")
 if [[ $quick == true ]]; then
@@ -152,6 +181,7 @@ if (( stage <= 0 && 0 <= stop_stage )); then
 fi
 
 if (( stage <= 1 && 1 <= stop_stage )); then
+  for split in "${splits[@]}"; do stage_needs 1 0 "$data_dir/$split/wav.scp"; done
   echo "stage 1: 40-bin log-mel features at 8 kHz and global CMVN"
   for split in "${splits[@]}"; do
     # compute-feats skips finished jobs, so a killed run resumes here.
@@ -165,53 +195,84 @@ if (( stage <= 1 && 1 <= stop_stage )); then
 fi
 
 if (( stage <= 2 && 2 <= stop_stage )); then
+  stage_needs 2 0 "$data_dir/train/text"
   echo "stage 2: tokenizer in $lang"
   if [[ ! -f $lang/tokenizer.pt ]]; then
     blspeech train-tokenizer "$data_dir/train" "$lang" "${tokenizer_args[@]}" --case lower \
       > /dev/null
   fi
+  if [[ ! -f $lm || $lm -ot $lang/tokenizer.pt ]]; then
+    echo "stage 2: word 3-gram LM of the training transcripts in $lm"
+    mkdir -p "$(dirname "$lm")"
+    blspeech train-lm "$data_dir/train" "$lm" --order 3 --tokenizer-dir "$lang" > /dev/null
+  fi
 fi
 
 if (( stage <= 3 && 3 <= stop_stage )); then
-  for enc in "${encoder_list[@]}"; do
-    echo "stage 3: training $enc in $exp_dir/$enc"
-    mkdir -p "$exp_dir/$enc"
+  stage_needs 3 1 "$data_dir/train/feats.scp" "$data_dir/dev/feats.scp"
+  stage_needs 3 2 "$lang/tokenizer.pt"
+  for run in "${runs[@]}"; do
+    enc=$(run_encoder "$run")
+    conf=$config
+    [[ -f conf/ctc_$enc.yaml ]] && conf=conf/ctc_$enc.yaml
+    echo "stage 3: training $enc (seed $(run_seed "$run"), $conf) in $exp_dir/$run"
+    mkdir -p "$exp_dir/$run"
     # Resumes from last.pt; a finished run returns at once. stdout: a JSON summary.
-    blspeech train --config "$config" --set "model.name=$enc" \
+    blspeech train --config "$conf" --set "model.name=$enc" \
+      --set "training.seed=$(run_seed "$run")" \
       ${train_overrides[@]+"${train_overrides[@]}"} \
       --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
-      --exp-dir "$exp_dir/$enc" --device "$device" > "$exp_dir/$enc/.summary.json.tmp"
-    mv "$exp_dir/$enc/.summary.json.tmp" "$exp_dir/$enc/train_summary.json"
-    "$PYTHON" ../utils/select_final.py "$exp_dir/$enc"
-    blspeech make-bundle "$exp_dir/$enc/final.pt" "$exp_dir/$enc/final.bundle" > /dev/null
+      --exp-dir "$exp_dir/$run" --device "$device" > "$exp_dir/$run/.summary.json.tmp"
+    mv "$exp_dir/$run/.summary.json.tmp" "$exp_dir/$run/train_summary.json"
+    "$PYTHON" ../utils/select_final.py "$exp_dir/$run"
+    blspeech make-bundle "$exp_dir/$run/final.pt" "$exp_dir/$run/final.bundle" > /dev/null
   done
 fi
 
 if (( stage <= 4 && 4 <= stop_stage )); then
-  for enc in "${encoder_list[@]}"; do
+  for run in "${runs[@]}"; do stage_needs 4 3 "$exp_dir/$run/final.pt"; done
+  stage_needs 4 2 "$lm"
+  for run in "${runs[@]}"; do
     for t in "${test_sets[@]}"; do
-      out=$exp_dir/$enc/decode_$t
-      if [[ -f $out/wer.json && $out/wer.json -nt $exp_dir/$enc/final.pt ]]; then
+      out=$exp_dir/$run/decode_$t
+      if [[ -f $out/wer.json && $out/wer.json -nt $exp_dir/$run/final.pt ]]; then
         echo "stage 4: $out is up to date"
         continue
       fi
-      echo "stage 4: decoding $t with $enc"
-      blspeech decode "$exp_dir/$enc/final.pt" "$data_dir/$t" "$out" --device "$device" \
+      echo "stage 4: decoding $t with $run (greedy)"
+      blspeech decode "$exp_dir/$run/final.pt" "$data_dir/$t" "$out" --device "$device" \
         --no-progress > /dev/null
     done
+    tuning=$exp_dir/$run/lm_tuning.json
+    if [[ -f $tuning && $tuning -nt $exp_dir/$run/final.pt && $tuning -nt $lm ]]; then
+      echo "stage 4: $exp_dir/$run/decode_lm_* are up to date"
+      continue
+    fi
+    echo "stage 4: LM weight tuned on dev, LM decoding of ${test_sets[*]} with $run"
+    "$PYTHON" local/lm_decode.py --model "$exp_dir/$run/final.pt" --lm "$lm" \
+      --data-dir "$data_dir" --out-dir "$exp_dir/$run" --test-sets "${test_sets[*]}" \
+      --device "$device" > /dev/null
   done
 fi
 
 if (( stage <= 5 && 5 <= stop_stage )); then
-  echo "stage 5: scoring"
-  for enc in "${encoder_list[@]}"; do
+  for run in "${runs[@]}"; do
     for t in "${test_sets[@]}"; do
-      "$PYTHON" local/score_sclite.py "$data_dir/$t" "$exp_dir/$enc/decode_$t"
+      stage_needs 5 4 "$exp_dir/$run/decode_$t/text" "$exp_dir/$run/decode_lm_$t/text"
+    done
+  done
+  echo "stage 5: scoring"
+  for run in "${runs[@]}"; do
+    for t in "${test_sets[@]}"; do
+      for d in decode decode_lm; do
+        "$PYTHON" local/score_sclite.py "$data_dir/$t" "$exp_dir/$run/${d}_$t"
+      done
     done
   done
 fi
 
 if (( stage <= 6 && 6 <= stop_stage )); then
+  for enc in "${encoder_list[@]}"; do stage_needs 6 3 "$exp_dir/$enc/final.pt"; done
   echo "stage 6: params, GFLOPs and RTF of ${encoder_list[*]}, side by side"
   models=()
   for enc in "${encoder_list[@]}"; do models+=("$enc=$exp_dir/$enc/final.pt"); done
@@ -229,7 +290,7 @@ if (( stage <= 7 && 7 <= stop_stage )); then
   echo "stage 7: report"
   "$PYTHON" local/make_report.py --data-dir "$data_dir" --exp-dir "$exp_dir" \
     --encoders "${encoder_list[*]}" --baseline "$baseline" --candidate "$candidate" \
-    --test-sets "${test_sets[*]}" --device "$device"
+    --test-sets "${test_sets[*]}" --device "$device" --seeds "$seeds"
 fi
 
 if (( stage <= 8 && 8 <= stop_stage )); then
@@ -262,6 +323,7 @@ the --aligner ($aligner) in stage 3 first"
 fi
 
 if (( stage <= 9 && 9 <= stop_stage )); then
+  for enc in "${hybrid_list[@]}"; do stage_needs 9 8 "$exp_dir/hybrid_$enc/final.pt"; done
   for enc in "${hybrid_list[@]}"; do
     hexp=$exp_dir/hybrid_$enc
     if [[ -f $hexp/hybrid_summary.json && $hexp/hybrid_summary.json -nt $hexp/final.pt ]]; then

@@ -1,10 +1,17 @@
 #!/usr/bin/env python3
-"""Collect the recipe's results into EXP/results.json, EXP/RESULTS.md and EXP/tradeoff.png.
+"""Collect the recipe's results into EXP/results.json, EXP/RESULTS.md, EXP/tradeoff.png and
+EXP/learning_curves.png.
 
 Reads, per encoder: EXP/efficiency.json (stage 6: params, GFLOPs per second of audio, CPU
-RTF), EXP/<encoder>/decode_<test>/wer.json (stage 4) and sclite.json (stage 5, optional),
-EXP/<encoder>/metrics.jsonl (training time, dev WER) and config.yaml; and DATA's
-corpus_stats.json. Prints the results table. Run with --help for the options.
+RTF and paired RTF ratios), EXP/<run>/decode_<test>/ (greedy) and decode_lm_<test>/ (LM)
+wer.json and text (stage 4) and sclite.json (stage 5, optional), lm_tuning.json,
+EXP/<run>/metrics.jsonl (training time, dev WER per epoch) and config.yaml; and DATA's
+corpus_stats.json and test-set transcripts. ``wer`` in results.json is the recipe's best
+decoding path, the LM search (its weight tuned on dev); ``wer_greedy`` is greedy decoding.
+RESULTS.md judges --candidate against --baseline per test set with NIST's MAPSSWE test
+(blspeech.significance, as SCTK's sc_stats computes it) and, with --seeds N > 1, gives each
+encoder's mean and spread over the seeds. Prints the results. Run with --help for the
+options.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import textwrap
 
@@ -22,7 +30,14 @@ import yaml
 from blspeech.checkpoint import load_checkpoint
 from blspeech.compare import write_report
 from blspeech.errors import UserError
-from blspeech.text import tokenizer_from_dict
+from blspeech.fileio import atomic_write
+from blspeech.kaldi import read_table
+from blspeech.significance import mapsswe
+from blspeech.text import TextNormalizer, tokenizer_from_dict
+
+#: What MAPSSWE's verdict on (A = candidate, B = baseline) means for the bL claim.
+VERDICTS = {"A better": "bL is better", "B better": "bL is worse",
+            "no significant difference": "no significant difference"}
 
 
 def fill(text: str, bullet: bool = False) -> str:
@@ -43,38 +58,188 @@ def load_json(path: str, stage: str) -> object:
         raise UserError(f"{path} is not valid JSON ({e}); re-run {stage}") from None
 
 
+def read_metrics(exp: str, run: str) -> list[dict]:
+    path = os.path.join(exp, run, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise UserError(f"{path} is missing; run stage 3 (training) first")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_wers(exp: str, run: str, test_sets: list[str]) -> dict:
+    """Greedy and LM WERs of one training run, with sclite's verdicts where stage 5 ran."""
+    out: dict = {"wer": {}, "wer_greedy": {}, "sclite": []}
+    for t in test_sets:
+        for key, d in (("wer_greedy", f"decode_{t}"), ("wer", f"decode_lm_{t}")):
+            path = os.path.join(exp, run, d)
+            out[key][t] = round(load_json(os.path.join(path, "wer.json"), "stage 4")["wer"], 2)
+            if os.path.isfile(os.path.join(path, "sclite.json")):
+                out["sclite"].append(load_json(os.path.join(path, "sclite.json"),
+                                               "stage 5")["agree"])
+    return out
+
+
 def encoder_row(exp: str, enc: str, efficiency: dict, test_sets: list[str],
-                gpu: dict | None) -> dict:
+                gpu: dict | None, baseline: str) -> dict:
     if enc not in efficiency:
         raise UserError(f"{exp}/efficiency.json has no {enc}; re-run stage 6 with the same "
                         "--encoders")
     eff = efficiency[enc]
-    path = os.path.join(exp, enc, "metrics.jsonl")
-    if not os.path.isfile(path):
-        raise UserError(f"{path} is missing; run stage 3 (training) first")
-    with open(path, encoding="utf-8") as f:
-        metrics = [json.loads(line) for line in f if line.strip()]
+    metrics = read_metrics(exp, enc)
     with open(os.path.join(exp, enc, "config.yaml"), encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    wer, sclite = {}, {}
-    for t in test_sets:
-        d = os.path.join(exp, enc, f"decode_{t}")
-        wer[t] = round(load_json(os.path.join(d, "wer.json"), "stage 4")["wer"], 2)
-        if os.path.isfile(os.path.join(d, "sclite.json")):
-            sclite[t] = load_json(os.path.join(d, "sclite.json"), "stage 5")
+    wers = run_wers(exp, enc, test_sets)
+    tuning = load_json(os.path.join(exp, enc, "lm_tuning.json"), "stage 4")
     row = {"encoder": enc, "params": eff["params"], "gflops_per_sec": eff["gflops_per_sec"],
-           "gmacs_per_sec": eff["gmacs_per_sec"], "rtf_cpu": eff["rtf"], "wer": wer,
+           "gmacs_per_sec": eff["gmacs_per_sec"], "rtf_cpu": eff["rtf"],
+           "wer": wers["wer"], "wer_greedy": wers["wer_greedy"],
+           "lm": {k: tuning[k] for k in ("lm_weight", "word_score", "dev_wer")},
            "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
+           "epoch_seconds": [m["seconds"] for m in metrics],
            "checkpoint": os.path.join(exp, enc, "final.pt"),
            "epochs": metrics[-1]["epoch"] if metrics else 0,
            "dev_wer": round(min(m["dev_wer"] for m in metrics), 2) if metrics else None,
+           "dev_wer_curve": [m["dev_wer"] for m in metrics],
            "rtf_cpu_runs": eff["rtf_runs"], "rtf_threads": eff["threads"],
            "model_config": config["model"]}
+    # Paired per-round ratios when the baseline was the reference of stage 6's rounds.
+    if eff.get("rtf_ratio_to") == baseline:
+        row.update(rtf_ratio_cpu=eff["rtf_ratio"], rtf_ratio_iqr=eff["rtf_ratio_iqr"],
+                   rtf_stable=eff["rtf_stable"])
     if gpu and enc in gpu:
         row["rtf_gpu"] = gpu[enc]["rtf"]
-    if sclite:
-        row["sclite_agrees"] = all(s["agree"] for s in sclite.values())
+    if wers["sclite"]:
+        row["sclite_agrees"] = all(wers["sclite"])
     return row
+
+
+def significance(data_dir: str, exp: str, baseline: str, candidate: str,
+                 test_sets: list[str]) -> list[dict]:
+    """MAPSSWE of the candidate (A) against the baseline (B) per test set and decoding."""
+    results = []
+    for t in test_sets:
+        for decoding, d in (("LM", f"decode_lm_{t}"), ("greedy", f"decode_{t}")):
+            details = load_json(os.path.join(exp, baseline, d, "wer.json"), "stage 4")
+            norm = TextNormalizer(**details["normalizer"])
+            refs = {k: norm(e.value) for k, e in read_table(
+                os.path.join(data_dir, t, "text"), allow_empty_value=True).items()}
+            hyps = [{k: norm(e.value) for k, e in read_table(
+                os.path.join(exp, m, d, "text"), allow_empty_value=True).items()}
+                for m in (candidate, baseline)]
+            r = mapsswe(refs, *hyps)
+            results.append({"test_set": t, "decoding": decoding, **r.to_dict(),
+                            "verdict": VERDICTS[r.verdict()]})
+    return results
+
+
+def seed_rows(exp: str, encoders: list[str], seeds: int, test_sets: list[str]) -> list[dict]:
+    """Per encoder and test set: WER (LM and greedy) of every seed, mean and spread."""
+    rows = []
+    for enc in encoders:
+        runs = [enc] + [f"{enc}_seed{k}" for k in range(1, seeds)]
+        per = [run_wers(exp, r, test_sets) for r in runs]
+        for t in test_sets:
+            for key in ("wer", "wer_greedy"):
+                values = [p[key][t] for p in per]
+                rows.append({"encoder": enc, "test_set": t,
+                             "decoding": "LM" if key == "wer" else "greedy",
+                             "wers": values, "mean": round(statistics.mean(values), 2),
+                             "stdev": round(statistics.stdev(values), 2) if seeds > 1 else 0.0,
+                             "min": min(values), "max": max(values)})
+    return rows
+
+
+def plot_curves(exp: str, runs: dict[str, list[str]], path: str) -> None:
+    """Dev WER (greedy) after each epoch against cumulative training wall minutes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, (enc, names) in enumerate(runs.items()):
+        for k, name in enumerate(names):
+            metrics = read_metrics(exp, name)
+            minutes = [sum(m["seconds"] for m in metrics[: j + 1]) / 60
+                       for j in range(len(metrics))]
+            ax.plot(minutes, [m["dev_wer"] for m in metrics], marker="o", markersize=3,
+                    color=f"C{i}", alpha=1.0 if k == 0 else 0.4,
+                    label=enc if k == 0 else None)
+    ax.set_xlabel("training wall minutes (dev evaluation included)")
+    ax.set_ylabel("dev WER, greedy (%)")
+    ax.set_title("learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def significance_md(sig: list[dict], rows: list[dict], baseline: str, candidate: str) -> str:
+    by = {r["encoder"]: r for r in rows}
+    b, c = by[baseline], by[candidate]
+    flops = c["gflops_per_sec"] / b["gflops_per_sec"]
+    rtf = c.get("rtf_ratio_cpu", c["rtf_cpu"] / b["rtf_cpu"])
+    lines = ["## Is the difference real? (MAPSSWE)", "",
+             fill(f"""NIST's matched-pairs sentence-segment word error test, as SCTK's sc_stats
+             computes it (`blspeech compare-wer`), of {candidate} (A) against {baseline} (B)
+             on the same utterances; significant when |Z| > 1.96 (p < 0.05, two-tailed)."""),
+             "", "| test set | decoding | WER bL | WER base | segments | Z | p | verdict |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for s in sig:
+        lines.append(f"| {s['test_set']} | {s['decoding']} | {s['wer_a']:.2f} | "
+                     f"{s['wer_b']:.2f} | {s['segments']} | {s['z']:.2f} | "
+                     f"{s['p_value']:.3f} | {s['verdict']} |")
+    verdicts = "; ".join(f"{s['test_set']}: **{s['verdict']}**" for s in sig
+                         if s["decoding"] == "LM")
+    lines += ["", fill(f"""Verdict (LM decoding, p < 0.05): {verdicts}; at {flops:.3f}x the
+              baseline's FLOPs and {rtf:.3f}x its CPU decoding RTF.""")]
+    return "\n".join(lines) + "\n"
+
+
+def seeds_md(rows: list[dict], seeds: int) -> str:
+    lines = [f"## Seeds ({seeds} per encoder)", "",
+             "| encoder | test set | decoding | WER per seed | mean | stdev | range |",
+             "|---|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['encoder']} | {r['test_set']} | {r['decoding']} | "
+                     f"{', '.join(f'{w:.2f}' for w in r['wers'])} | {r['mean']:.2f} | "
+                     f"{r['stdev']:.2f} | {r['max'] - r['min']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def cpu_flags() -> str:
+    """The vector extensions timings depend on, from /proc/cpuinfo (Linux)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return "CPU flags unknown"
+    wanted = sorted(f for f in set(flags) if f == "avx2" or f.startswith("avx512"))
+    return "flags " + (" ".join(wanted) if wanted else "without AVX2")
+
+
+def stability(rows: list[dict]) -> str:
+    if any(r.get("rtf_stable") is False for r in rows):
+        return ("; **the machine was too busy for a stable figure** (the rounds varied too "
+                "much: see rtf_cpu_runs in results.json)")
+    return ""
+
+
+def greedy_md(rows: list[dict], test_sets: list[str]) -> str:
+    head = ["encoder"] + [f"{t} greedy / LM %" for t in test_sets] + [
+        "dev greedy / LM %", "LM weight, word score"]
+    lines = ["## Greedy and LM decoding", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["encoder"]] + [f"{r['wer_greedy'][t]:.2f} / {r['wer'][t]:.2f}"
+                                  for t in test_sets]
+        cells += [f"{r['dev_wer_curve'][-1]:.2f} / {r['lm']['dev_wer']:.2f}",
+                  f"{r['lm']['lm_weight']}, {r['lm']['word_score']}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -86,6 +251,7 @@ def main() -> int:
     p.add_argument("--candidate", required=True)
     p.add_argument("--test-sets", default="test_real test_synth")
     p.add_argument("--device", default="cpu", help="the device the models were trained on")
+    p.add_argument("--seeds", type=int, default=1, help="training runs per encoder (stage 3)")
     args = p.parse_args()
     exp, encoders, test_sets = args.exp_dir, args.encoders.split(), args.test_sets.split()
     try:
@@ -93,8 +259,15 @@ def main() -> int:
         gpu_path = os.path.join(exp, f"efficiency_{args.device.replace(':', '_')}.json")
         gpu = load_json(gpu_path, "stage 6") if args.device != "cpu" and os.path.isfile(
             gpu_path) else None
-        rows = [encoder_row(exp, enc, efficiency, test_sets, gpu) for enc in encoders]
+        rows = [encoder_row(exp, enc, efficiency, test_sets, gpu, args.baseline)
+                for enc in encoders]
         stats = load_json(os.path.join(args.data_dir, "corpus_stats.json"), "stage 0")
+        compared = args.baseline in encoders and args.candidate in encoders
+        sig = (significance(args.data_dir, exp, args.baseline, args.candidate, test_sets)
+               if compared else [])
+        seeds = seed_rows(exp, encoders, args.seeds, test_sets) if args.seeds > 1 else []
+        plot_curves(exp, {e: [e] + [f"{e}_seed{k}" for k in range(1, args.seeds)]
+                          for e in encoders}, os.path.join(exp, "learning_curves.png"))
     except (UserError, OSError) as e:
         print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
         return 2
@@ -114,9 +287,11 @@ def main() -> int:
     intro = fill(f"""Every encoder was trained with the same CTC recipe ({first['epochs']} epochs,
         AdamW lr {config['optim']['lr']}, {config['schedule']['name']} schedule, {specaug},
         batches of {config['data']['max_frames']} frames, {tokens}) on the same corpus, and
-        decoded greedily (no language model). Produced by `recipes/telephony_mini/run.sh`
-        (stage 7) from the files under `{exp}/`; machine: {os.cpu_count()} CPU cores ({cpu}),
-        torch {torch.__version__}, training device {args.device}.""")
+        decoded greedily and with a lexicon + word 3-gram LM estimated from the training
+        transcripts only (LM weight and word score tuned on dev). Produced by
+        `recipes/telephony_mini/run.sh` (stage 7) from the files under `{exp}/`; machine:
+        {os.cpu_count()} CPU cores ({cpu}; {cpu_flags()}), torch {torch.__version__},
+        training device {args.device}.""")
     bullets = "\n".join(fill(b, bullet=True) for b in (
         """GFLOPs/s audio: floating-point operations per second of audio for the whole CTC
         model, counted by torch's FLOP counter on a 10 s input (2 FLOPs per multiply-add;
@@ -127,28 +302,40 @@ def main() -> int:
         audio on {eff_any['utterances']} utterances of test_synth
         ({eff_any['audio_seconds']:.0f} s), {eff_any['threads']} threads, median of
         {len(eff_any['rtf_runs'])} rounds in which the models took turns (`blspeech
-        compare-models`).""",
-        """WER: greedy decoding, scored with sclite's alignment rules (`blspeech score`);
-        "Pareto": the test sets on which no other encoder has both fewer GFLOPs and a lower
-        WER.""",
+        compare-models`); "x baseline" is the median of the per-round ratios to the
+        baseline's time in the same round{stability(rows)}.""",
+        """WER: the LM search (the recipe's best decoding path), scored with sclite's
+        alignment rules (`blspeech score`); greedy WERs are in the second table and in
+        results.json (`wer_greedy`). "Pareto": the test sets on which no other encoder has
+        both fewer GFLOPs and a lower WER.""",
         "train min: wall-clock training time (all epochs, dev evaluation included)."))
     preamble = (f"# telephony_mini results\n\n{intro}\n\nCorpus (`{args.data_dir}/`):\n\n"
                 + "\n".join(split_lines) + f"\n\n## Results\n\n{bullets}\n\n")
-    epilogue = ""
+    epilogue = "\n" + greedy_md(rows, test_sets)
+    if sig:
+        epilogue += "\n" + significance_md(sig, rows, args.baseline, args.candidate)
+    if seeds:
+        epilogue += "\n" + seeds_md(seeds, args.seeds)
+    epilogue += ("\n![dev WER against training wall minutes](learning_curves.png)\n"
+                 "![WER against GFLOPs per second of audio](tradeoff.png)\n")
     sclite = [r.get("sclite_agrees") for r in rows if "sclite_agrees" in r]
     if sclite:
         epilogue += ("\nNIST sclite " + ("gives the same error counts for every decode."
                                          if all(sclite) else
                                          "DISAGREES on some decodes: see decode_*/sclite.json.")
                      + "\n")
-    epilogue += ("\nOne training run per encoder (one seed); what differences of this size mean "
-                 "is discussed\nunder Results in recipes/telephony_mini/README.md.\n")
+    if args.seeds == 1:
+        epilogue += ("\nOne training run per encoder (one seed): `--seeds N` trains N and "
+                     "reports their spread.\n")
     if any("rtf_gpu" in r for r in rows):
         epilogue += "\nGPU RTF (same measurement on " + args.device + "): " + ", ".join(
             f"{r['encoder']} {r['rtf_gpu']:.5f}" for r in rows if "rtf_gpu" in r) + "\n"
     try:
         paths = write_report(rows, exp, test_sets, baseline=args.baseline,
                              candidate=args.candidate, preamble=preamble, epilogue=epilogue)
+        with atomic_write(os.path.join(exp, "significance.json")) as f:
+            json.dump({"mapsswe": sig, "seeds": seeds}, f, indent=2)
+            f.write("\n")
     except UserError as e:
         print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
         return 2
