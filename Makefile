@@ -1,7 +1,8 @@
 # blspeech: the README's commands. Each target sets up what it needs.
 #   make test   - create/refresh .venv, install Debian packages (as root), run the test suite
-#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (about 45
-#                 minutes on 2 CPU cores); DEMO_ARGS passes options, e.g.
+#                 (PYTEST_WORKERS=0: no worker processes; PYTEST_ARGS: more pytest options)
+#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (about 30
+#                 minutes on 2 CPU cores with AVX-512); DEMO_ARGS passes options, e.g.
 #                 make demo DEMO_ARGS="--quick true"   or   DEMO_ARGS="--device cuda"
 #   make demo-quick - the same with --quick true (a few minutes, small corpus)
 #   make setup  - only the set-up: .venv with blspeech editable + extras dev,vision,export
@@ -13,6 +14,9 @@ STAMP := $(VENV)/.installed
 # Debian packages the recipes and tests use (audio tools, synthesis, NIST sclite).
 DEB_PACKAGES := sox espeak-ng flite sctk asterisk-core-sounds-en-wav asterisk-core-sounds-en
 PYTEST_ARGS ?=
+# Two pytest-xdist workers on the two cores, a test module per worker at a time (its
+# module fixtures are built once); tests/conftest.py gives each worker one thread.
+PYTEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 .PHONY: setup deb test demo demo-quick lint clean-venv
@@ -41,7 +45,7 @@ deb:
 	fi
 
 test: setup
-	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 demo: setup
 	PYTHON=$(CURDIR)/$(VENV)/bin/python recipes/telephony_mini/run.sh $(DEMO_ARGS)

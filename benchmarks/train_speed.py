@@ -6,6 +6,7 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/train_speed.py --device cuda          # bf16 autocast on CUDA
     .venv/bin/python benchmarks/train_speed.py --device cuda --preset swbd --batch 32
     .venv/bin/python benchmarks/train_speed.py --json                 # one JSON object
+    .venv/bin/python benchmarks/train_speed.py --channels-last --padded   # as the recipe trains
 
 Each model (a :class:`~blspeech.models.asr.CTCModel` over ``resnet_am_<preset>`` and
 ``bl_resnet_am_<preset>``) trains on the same random batches: ``--batch`` utterances of
@@ -17,6 +18,11 @@ median time per step, throughput in seconds of audio per second, and the bL/base
 ratio, next to the ratio of FLOPs counted by torch's flop counter (forward, one 10 s
 utterance). On CUDA, autocast runs in bfloat16 (the CTC loss in float32) and the peak GPU
 memory of each model is shown.
+
+``--channels-last`` trains with NHWC convolutions (``training.channels_last``), as the
+telephony recipe does; ``--padded`` makes every other utterance 5% shorter than the batch,
+so the padding masks (convolution inputs, BatchNorm statistics) run as in a bucketed
+batch; without it nothing is padded and the masks cost nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps (default: 3)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: torch's default")
     p.add_argument("--json", action="store_true", help="print one JSON object instead")
+    p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
+    p.add_argument("--padded", action="store_true",
+                   help="every other utterance 5%% shorter: padding masks at work")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda, but CUDA is not available here")
@@ -72,13 +81,16 @@ class Trainer:
         torch.manual_seed(0)
         self.name = name
         self.device = device
-        self.model = CTCModel(build_model(name), args.vocab).to(device)
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        self.model = CTCModel(build_model(name), args.vocab).to(device, memory_format=fmt)
         self.flops = flops_per_second(self.model, device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         frames = int(args.seconds / FRAME_SHIFT)
         g = torch.Generator().manual_seed(1)
         self.feats = torch.randn(args.batch, frames, 40, generator=g).to(device)
         self.lengths = torch.full((args.batch,), frames, device=device)
+        if args.padded:
+            self.lengths[1::2] = int(frames * 0.95)
         # About one token per 4 output frames, like characters of fast speech.
         n_tok = max(1, frames // (self.model.time_subsampling * 4))
         self.targets = torch.randint(1, args.vocab, (args.batch, n_tok), generator=g).to(device)
@@ -141,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{torch.get_num_threads()} threads)"),
         "dtype": "bf16 autocast" if device.type == "cuda" else "float32",
         "torch": torch.__version__, "batch": args.batch, "seconds": args.seconds,
+        "channels_last": args.channels_last, "padded": args.padded,
         "models": rows,
         "time_ratio_bl_over_baseline": round(bl["step_seconds"] / base["step_seconds"], 3),
         "flops_ratio_bl_over_baseline": round(bl["gflops_per_sec_audio"]
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"device: {result['device']}, {result['dtype']}, torch {result['torch']}; batch "
           f"{args.batch} x {args.seconds:g} s, median of {args.rounds} rounds x {args.steps} "
-          "steps")
+          f"steps; channels-last {args.channels_last}, padded {args.padded}")
     print(f"{'model':<24}{'params':>10}{'GFLOPs/s audio':>16}{'s/step':>10}"
           f"{'audio s/s':>11}" + (f"{'peak MiB':>10}" if peak else ""))
     for name, r in rows.items():

@@ -8,6 +8,7 @@ variants (other rates, segments, pipes) in their own ``tmp_path``.
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -27,6 +28,12 @@ SENTENCES = [
     "the number you have dialed is not in service",
 ]
 VOICES = ["en-us", "en-gb+f3", "en-us+m3", "en-gb-scotland"]
+
+# Under pytest-xdist (``make test`` runs two workers on two cores) each worker and the
+# processes its tests start use one thread: two OpenMP teams of two threads on two cores
+# stall each other at every barrier.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def espeak_available() -> bool:

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import matplotlib.image
 import pytest
-import yaml
 
 from blspeech.checkpoint import load_checkpoint
 
@@ -256,49 +253,6 @@ def test_trained_model_decodes_another_data_dir(recipe, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["utterances"] == 6
     assert len((out / "text").read_text().splitlines()) == 6
-
-
-def test_killed_run_resumes(recipe, tmp_path):
-    """Kill the recipe while it trains the second encoder; the re-run finishes it without
-    redoing the first encoder, and every output is complete (with two seeds each: the
-    report gives their spread)."""
-    data, _, _ = recipe
-    exp = tmp_path / "exp"
-    enc = ENCODERS[:2]
-    cmd = _cmd(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders", " ".join(enc),
-               "--epochs", "2", "--seeds", "2")
-    proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    first = exp / enc[0] / "final.pt"
-    second_started = exp / enc[1] / "config.yaml"
-    deadline = time.time() + 300
-    while not second_started.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert second_started.exists(), "the recipe never reached the second encoder"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert first.is_file() and not (exp / enc[1] / "final.pt").exists()
-    first_mtime = first.stat().st_mtime_ns
-    r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders",
-                   " ".join(enc), "--epochs", "2", "--baseline", enc[0], "--candidate", enc[1],
-                   "--seeds", "2")
-    assert first.stat().st_mtime_ns == first_mtime
-    rows = json.loads((exp / "results.json").read_text())
-    assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 2 for r_ in rows)
-    metrics = [json.loads(line) for line in
-               (exp / enc[1] / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [1, 2]
-    assert "RESULTS.md" in r.stdout
-    # Seed 1 trained with its own seed, and the report has every seed's WER.
-    assert yaml.safe_load((exp / f"{enc[1]}_seed1" / "config.yaml").read_text()
-                          )["training"]["seed"] == 1
-    seeds = json.loads((exp / "significance.json").read_text())["seeds"]
-    for row in seeds:
-        run = row["encoder"] + "_seed1"
-        key = "decode_lm_" if row["decoding"] == "LM" else "decode_"
-        second = json.loads((exp / run / f"{key}{row['test_set']}" / "wer.json").read_text())
-        assert row["wers"][1] == pytest.approx(second["wer"], abs=0.01)
-    assert "## Seeds (2 per encoder)" in (exp / "RESULTS.md").read_text()
 
 
 def test_quick_and_bad_options(tmp_path):
