@@ -45,7 +45,7 @@ from .checkpoint import (
 )
 from .errors import UserError
 from .models import build_model, build_model_from_config, list_models
-from .optim import OPTIMIZERS, build_optimizer, build_scheduler, sync_lr
+from .optim import OPTIMIZERS, build_optimizer, build_scheduler, optimizer_step, sync_lr
 from .train_common import (
     TqdmHandler,
     append_metrics,
@@ -435,9 +435,8 @@ def _train(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Modu
                 lr = optimizer.param_groups[0]["lr"]  # the LR this step uses
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
+                # The schedule advances only when the optimizer stepped (fp16 overflow).
+                optimizer_step(optimizer, scheduler, scaler, has_loss=True)
                 step += 1
                 loss_sum += loss.detach().double() * target.numel()
                 seen_images += target.numel()

@@ -180,6 +180,11 @@ def test_official_checkpoint_loads_and_matches_reference_forward(name, tmp_path)
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-4)
 
 
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
 def test_load_official_checkpoint_reports_bad_files(tmp_path):
     model = build_model("bl_resnet50", num_classes=10)
     with pytest.raises(ValueError, match="fc.weight"):  # 1000-class weights into 10 classes
@@ -189,6 +194,13 @@ def test_load_official_checkpoint_reports_bad_files(tmp_path):
     broken.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="broken.pth"):
         load_official_checkpoint(model, broken)
+    # A file whose unpickling would run code: refused, and without PyTorch's advice to
+    # load it with weights_only=False.
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": _Evil()}, evil)
+    with pytest.raises(ValueError, match="evil.pth") as info:
+        load_official_checkpoint(model, evil)
+    assert "weights_only" not in str(info.value)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_official_checkpoint(model, tmp_path / "missing.pth")
     partial = {k: v for k, v in build_model("bl_resnet50").state_dict().items()

@@ -186,7 +186,11 @@ def load_official_checkpoint(
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt file or pickled objects that are not tensors
-            raise ValueError(f"cannot read checkpoint {path}: {e}") from None
+            # Never pass on PyTorch's advice to re-run with weights_only=False: that would
+            # run whatever code the file holds.
+            reason = next((x.strip() for x in str(e).splitlines()
+                           if x.strip() and "weights_only" not in x), type(e).__name__)
+            raise ValueError(f"cannot read checkpoint {path}: {reason}") from None
         where = path
     else:
         state, where = src, "state_dict"
