@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
-from .fileio import atomic_write
+from .fileio import atomic_write, disk_full_is_user_error
 
 FORMAT_VERSION = 1
 
@@ -121,7 +121,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Mapping[str, Any]) -> N
     The data goes to a temporary file in the same directory, is fsynced, then renamed over
     ``path``; the directory is fsynced too so that the rename survives a power loss.
     """
-    with atomic_write(path, "wb") as f:
+    with disk_full_is_user_error(path, "training resumes from the last complete "
+                                 "checkpoint"), atomic_write(path, "wb") as f:
         torch.save(dict(checkpoint), f)
     _fsync_dir(os.path.dirname(os.path.abspath(os.fspath(path))))
 

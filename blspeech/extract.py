@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import errno
 import glob
 import hashlib
 import json
@@ -45,7 +44,7 @@ import yaml
 from .audio import AudioError, AudioReader, commands_allowed
 from .errors import UserError
 from .features import LogMel, merge_config
-from .fileio import atomic_write
+from .fileio import atomic_write, disk_full_is_user_error
 from .kaldi import (
     ScpReader,
     cmvn_stats,
@@ -215,20 +214,8 @@ def _job_key(cfg: dict, resample: bool, allow: bool, sources: list[tuple]) -> st
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@contextlib.contextmanager
-def _disk_full_is_user_error(path: str | os.PathLike) -> Iterator[None]:
-    """ENOSPC/EDQUOT while writing ``path``: one line for the user, not a traceback.
-
-    The writers are atomic (temp file + rename), so nothing half-written is left behind.
-    """
-    try:
-        yield
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise UserError(f"{path}: cannot write, the disk is full ({e.strerror}); free some "
-                        "space (or raise the quota) and run again: finished jobs are kept"
-                        ) from None
+def _disk_full_is_user_error(path: str | os.PathLike) -> contextlib.AbstractContextManager:
+    return disk_full_is_user_error(path, "finished jobs are kept")
 
 
 def _paths(out_dir: str | Path, index: int) -> tuple[Path, Path, Path]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
+
+from .errors import UserError
 
 
 def _umask() -> int:
@@ -56,3 +59,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[IO[Any]]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def disk_full_is_user_error(path: str | os.PathLike, then: str) -> Iterator[None]:
+    """ENOSPC/EDQUOT while writing ``path``: one line for the user (ending with ``then``,
+    what happens after freeing space), not a traceback. Other errors pass unchanged. Use it
+    around :func:`atomic_write` writers, so nothing half-written is left behind."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UserError(f"{os.fspath(path)}: cannot write, the disk is full ({e.strerror}); "
+                        f"free some space (or raise the quota) and run again: {then}"
+                        ) from None

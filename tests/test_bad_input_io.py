@@ -370,3 +370,23 @@ def test_scp_offset_inside_a_matrix(tmp_path):
         message = str(e.value)
         assert message.startswith(f"{tmp_path / 'feats.scp'}:1: key 'utt': "), message
         assert f"byte {offset}" in message and "Error" not in message, message
+
+
+def test_full_disk_during_a_checkpoint_save_is_one_line(tmp_path, monkeypatch):
+    """A checkpoint save on a full disk: one line naming the file, the old checkpoint kept,
+    no temporary file left."""
+    import torch
+
+    from blspeech import checkpoint
+
+    path = tmp_path / "last.pt"
+    checkpoint.save_checkpoint(path, {"step": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(UserError, match=r"last\.pt: cannot write, the disk is full.*resumes"):
+        checkpoint.save_checkpoint(path, {"step": 2})
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
