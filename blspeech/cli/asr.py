@@ -236,7 +236,8 @@ def _common_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--no-wavscp-commands", action="store_true",
-                   help="refuse to run wav.scp entries that are commands ('... |')")
+                   help="refuse to run commands ('... |') in wav.scp, feats.scp, cmvn.scp "
+                        "and rspecifiers, as BLSPEECH_NO_WAVSCP_COMMANDS=1 does")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -67,7 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="leave unreadable/too-short/NaN utterances out and list them in "
                         "OUT/bad_utts.txt instead of failing")
     p.add_argument("--no-wavscp-commands", action="store_true",
-                   help="refuse to run wav.scp entries that are commands ('... |')")
+                   help="refuse to run commands ('... |') in wav.scp, feats.scp, cmvn.scp "
+                        "and rspecifiers, as BLSPEECH_NO_WAVSCP_COMMANDS=1 does")
     p.add_argument("--no-resample", action="store_true",
                    help="treat a sample-rate mismatch as an error instead of resampling")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
