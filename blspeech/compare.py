@@ -77,7 +77,7 @@ def ratio_summary(runs: Sequence[float], base_runs: Sequence[float]
 def rounds_stable(runs: Mapping[str, Sequence[float]], ratio_iqrs: Sequence[float],
                   ratio_medians: Sequence[float]) -> bool:
     """False when the rounds say the machine was too busy (see the module docstring)."""
-    spread = max(max(r) / min(r) for r in runs.values() if min(r) > 0)
+    spread = max((max(r) / min(r) for r in runs.values() if min(r) > 0), default=1.0)
     iqr = max((i / m for i, m in zip(ratio_iqrs, ratio_medians, strict=True) if m > 0),
               default=0.0)
     return spread <= MAX_ROUND_SPREAD and iqr <= MAX_RATIO_IQR

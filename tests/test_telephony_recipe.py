@@ -340,3 +340,28 @@ def test_pareto_front_and_claim_checks():
     checks = {c["check"]: c["met"] for c in claim_checks(rows, "base", "bl", TESTS)}
     assert not checks["bl on the WER-vs-GFLOPs Pareto front (test_real)"]
     assert claim_checks(rows, "base", "missing", TESTS) == []
+
+
+def test_paired_rtf_ratios_and_busy_rounds():
+    """compare-models' paired ratios: a round slowed for both models keeps the ratio, and
+    rounds that vary too much mark the figure unstable (the issue's busy machine: rounds
+    between 0.0022 and 0.0117 s/s)."""
+    from blspeech.compare import claim_checks, ratio_summary, rounds_stable
+
+    base = [0.0020, 0.0040, 0.0021]  # the second round ran beside another process
+    bl = [0.0015, 0.0030, 0.0016]
+    ratios, median, iqr = ratio_summary(bl, base)
+    assert median == pytest.approx(0.75) and iqr < 0.01
+    assert not rounds_stable({"base": base, "bl": bl}, [0.0, iqr], [1.0, median])
+    calm = {"base": [0.0020, 0.0021, 0.0020], "bl": [0.0015, 0.0016, 0.0015]}
+    assert rounds_stable(calm, [0.0, 0.02], [1.0, 0.75])
+    assert not rounds_stable(calm, [0.0, 0.2], [1.0, 0.75])  # ratios disagree
+    busy = {"base": [0.0022, 0.0117], "bl": [0.0030, 0.0031]}
+    assert not rounds_stable(busy, [0.0, 0.0], [1.0, 1.0])
+    # The claim check uses the paired ratio, not the ratio of the medians.
+    rows = [{"encoder": "b", "gflops_per_sec": 1.0, "rtf_cpu": 0.002,
+             "wer": {"t": 10.0}},
+            {"encoder": "c", "gflops_per_sec": 0.7, "rtf_cpu": 0.0019, "rtf_ratio_cpu": 0.75,
+             "wer": {"t": 10.0}}]
+    rtf = next(c for c in claim_checks(rows, "b", "c", ["t"]) if c["check"].startswith("CPU"))
+    assert rtf["measured"] == 0.75 and rtf["met"]
