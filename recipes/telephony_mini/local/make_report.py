@@ -230,7 +230,7 @@ def stability(rows: list[dict]) -> str:
 
 def greedy_md(rows: list[dict], test_sets: list[str]) -> str:
     head = ["encoder"] + [f"{t} greedy / LM %" for t in test_sets] + [
-        "dev greedy / LM %", "LM weight, word score"]
+        "dev greedy (last epoch) / LM (final.pt) %", "LM weight, word score"]
     lines = ["## Greedy and LM decoding", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for r in rows:
