@@ -57,14 +57,16 @@ def _sgml(tmp: Path, refs: dict, a: dict, b: dict) -> str:
 def sc_stats(tmp: Path, refs: dict, a: dict, b: dict) -> dict:
     """sc_stats's MAPSSWE numbers, its decision and its unified report's p."""
     sgml = _sgml(tmp, refs, a, b)
+    # sc_stats writes <system>.sts into its working directory: keep it in tmp
     out = subprocess.run([SC_STATS, "-p", "-t", "mapsswe", "-v", "-n", "-"], input=sgml,
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+                         capture_output=True, text=True, check=True, timeout=60,
+                         cwd=tmp).stdout
     m = re.search(r"\(# segs: (\d+)\).*\(mean: +(\S+)\) \(std dev: +(\S+)\) "
                   r"\(Z Stat: +(\S+)\) \(Stat Diff: (Yes|No)\)", out)
     totals = re.search(r"Totals\s+\d+\s+(\d+)\s+(\d+)", out)
     winner = re.search(r"\| sysA \|\s+\|\s*(\S+)\s*\|", out).group(1)  # comparison matrix
     subprocess.run([SC_STATS, "-p", "-t", "mapsswe", "-u", "-n", str(tmp / "u")], input=sgml,
-                   capture_output=True, text=True, check=True, timeout=60)
+                   capture_output=True, text=True, check=True, timeout=60, cwd=tmp)
     unified = (tmp / "u.stats.unified").read_text()
     p = re.search(r"\|\|\s+sysA\s+\|\s+\|\s+\S+\s+(<?[\d.]+)", unified).group(1)
     return {"segments": int(m[1]), "mean": float(m[2]), "std_dev": float(m[3]),
