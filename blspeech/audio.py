@@ -96,7 +96,7 @@ def _decode(source, what: str) -> tuple[np.ndarray, int]:
     except _ReadFailure:
         raise
     except Exception as e:  # libsndfile reports corrupt/unknown formats as assorted errors
-        raise _ReadFailure(f"cannot read {what}: {_short(e)}") from None
+        raise _ReadFailure(f"cannot read {what}: {_short(e)}") from e
     return audio, int(rate)
 
 
@@ -145,11 +145,11 @@ def _run_command(spec: str, allow_commands: bool) -> bytes:
                  stderr=subprocess.PIPE)
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         kill(proc)
         proc.communicate()
         raise _ReadFailure(f"command timed out after {timeout:g} s ({PIPE_TIMEOUT_ENV}) and "
-                           f"was killed: {command}") from None
+                           f"was killed: {command}") from e
     except BaseException:  # e.g. Ctrl-C: do not leave the command running
         kill(proc)
         proc.wait()
@@ -189,7 +189,7 @@ def _load(spec: str, allow_commands: bool, start_s: float | None = None,
     except (_ReadFailure, _SegmentPastEnd):
         raise
     except Exception as e:
-        raise _ReadFailure(f"cannot read {spec}: {_short(e)}") from None
+        raise _ReadFailure(f"cannot read {spec}: {_short(e)}") from e
     return audio, rate, frames / rate
 
 
@@ -250,7 +250,7 @@ def read_audio(path_or_command: str, sample_rate: int | None = None, *, resample
         audio, rate = _fix_rate(_channel(audio, channel), rate, sample_rate, resample)
         _check_length(audio, rate)
     except _ReadFailure as e:
-        raise AudioError(f"{spec}: {e}") from None
+        raise AudioError(f"{spec}: {e}") from e
     return audio, rate
 
 
@@ -313,9 +313,9 @@ class AudioReader:
                 rec, start, end = fields[0], float(fields[1]), float(fields[2])
                 if len(fields) != 3:
                     raise ValueError
-            except (ValueError, IndexError):
+            except (ValueError, IndexError) as e:
                 raise AudioError(f"{where}: expected 'utt recording start end', got "
-                                 f"{entry.value!r}") from None
+                                 f"{entry.value!r}") from e
             if rec not in wavs:
                 raise AudioError(f"{where}: recording {rec!r} is not in {wav_scp}")
             if not 0 <= start < end:
@@ -347,9 +347,9 @@ class AudioReader:
             try:
                 return int(sf.info(utt.spec).samplerate)
             except Exception as e:
-                raise _ReadFailure(f"cannot read {utt.spec}: {_short(e)}") from None
+                raise _ReadFailure(f"cannot read {utt.spec}: {_short(e)}") from e
         except _ReadFailure as e:
-            raise AudioError(f"{utt.where}: {e}") from None
+            raise AudioError(f"{utt.where}: {e}") from e
 
     def source(self, utt_id: str) -> str:
         """What an utterance is read from: the wav.scp value, channel and segment times."""
@@ -378,7 +378,7 @@ class AudioReader:
             try:
                 audio, rate, _ = _load(utt.spec, self.allow_commands, utt.start, utt.end)
             except _SegmentPastEnd as e:
-                raise _ReadFailure(_past_end(utt, e.args[0])) from None
+                raise _ReadFailure(_past_end(utt, e.args[0])) from e
             return audio, rate
         # A command runs once for consecutive reads of its recording (several segments, or
         # native_rate() then read()); files are cheap to reopen and are not cached.
@@ -392,22 +392,22 @@ class AudioReader:
         try:
             first, last = _segment_bounds(utt.start, utt.end, rate, len(audio))
         except _SegmentPastEnd as e:
-            raise _ReadFailure(_past_end(utt, e.args[0])) from None
+            raise _ReadFailure(_past_end(utt, e.args[0])) from e
         return audio[first:last].copy(), rate
 
     def read(self, utt_id: str) -> np.ndarray:
         """Mono float32 samples of one utterance at :attr:`sample_rate`."""
         try:
             utt = self._utts[utt_id]
-        except KeyError:
-            raise AudioError(f"utterance {utt_id!r} is not in {self.data_dir}") from None
+        except KeyError as e:
+            raise AudioError(f"utterance {utt_id!r} is not in {self.data_dir}") from e
         target = self.sample_rate
         try:
             audio, rate = self._load(utt)
             audio, rate = _fix_rate(_channel(audio, utt.channel), rate, target, self.resample)
             _check_length(audio, rate)
         except _ReadFailure as e:
-            raise AudioError(f"{utt.where}: {e}") from None
+            raise AudioError(f"{utt.where}: {e}") from e
         return audio
 
 

@@ -286,7 +286,7 @@ def make_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, *,
     try:
         fe = LogMel(**fe).config()
     except (TypeError, ValueError) as e:
-        raise UserError(f"bad front-end settings: {e}") from None
+        raise UserError(f"bad front-end settings: {e}") from e
     if am.feature_dim is not None and LogMel(**fe).feature_dim != am.feature_dim:
         raise UserError(f"the front-end gives {LogMel(**fe).feature_dim} features but the "
                         f"model takes {am.feature_dim}")
@@ -342,7 +342,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         why = ("it holds Python objects other than tensors and plain values, which may be "
                "unsafe to load; refused (nothing in it was run)" if refused_objects(e)
                else load_reason(e))
-        raise UserError(f"{path} is not a readable blspeech bundle: {why}") from None
+        raise UserError(f"{path} is not a readable blspeech bundle: {why}") from e
     if not isinstance(entries, Mapping) or entries.get("format") != FORMAT:
         what = ("a blspeech training checkpoint; make a bundle with 'blspeech make-bundle "
                 f"{path} OUT{SUFFIX}'" if isinstance(entries, Mapping)
@@ -360,7 +360,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise
     except Exception as e:  # weights that do not fit the config, bad settings
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{path}: inconsistent bundle: {first[:200]}") from None
+        raise UserError(f"{path}: inconsistent bundle: {first[:200]}") from e
 
 
 __all__ = ["Bundle", "Normalize", "Word", "load_bundle", "make_bundle"]

@@ -190,7 +190,7 @@ def safe_torch_load(path: str | os.PathLike, what: str, map_location: Any = "cpu
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols
             return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated/corrupt file, or objects weights_only refuses
-        raise load_error(path, e, what) from None
+        raise load_error(path, e, what) from e
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:

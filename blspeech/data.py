@@ -136,9 +136,9 @@ class SpeechDataset(Dataset):
                 n = int(entry.value)
                 if n < 0:
                     raise ValueError
-            except ValueError:
+            except ValueError as e:
                 raise UserError(f"{nf_path}:{entry.line}: utterance {utt!r}: frame count "
-                                f"{entry.value!r} is not a non-negative integer") from None
+                                f"{entry.value!r} is not a non-negative integer") from e
             self.lengths.append(n)
 
     def _read_feats(self, i: int) -> np.ndarray:
@@ -147,7 +147,7 @@ class SpeechDataset(Dataset):
         try:
             mat = kaldi.read_matrix(self._feats[utt].value)
         except kaldi.KaldiFormatError as e:
-            raise UserError(f"{where}: {e}") from None
+            raise UserError(f"{where}: {e}") from e
         if mat.shape[0] != self.lengths[i]:
             # The sampler batched by utt2num_frames; a stale file breaks max_frames.
             raise UserError(f"{where}: has {mat.shape[0]} frames but utt2num_frames says "
@@ -177,7 +177,7 @@ class SpeechDataset(Dataset):
         try:
             self._frontend = LogMel(**frontend).eval()
         except TypeError as e:
-            raise UserError(f"{where}: not a valid LogMel config: {e}") from None
+            raise UserError(f"{where}: not a valid LogMel config: {e}") from e
         self.frontend_config: dict[str, Any] = self._frontend.config()
         rate = int(self.frontend_config["sample_rate"])
         self.lengths = [int(self._frontend.num_frames(n))
@@ -257,7 +257,7 @@ class SpeechDataset(Dataset):
         try:
             stats = kaldi.read_matrix(rxspec)
         except kaldi.KaldiFormatError as e:
-            raise UserError(f"{where}: {e}") from None
+            raise UserError(f"{where}: {e}") from e
         if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
             raise UserError(f"{where}: CMVN stats must be a 2 x (dim+1) matrix, got shape "
                             f"{stats.shape}")
@@ -266,7 +266,7 @@ class SpeechDataset(Dataset):
         try:
             mean, std = kaldi.cmvn_from_stats(stats)
         except ValueError as e:
-            raise UserError(f"{where}: {e}") from None
+            raise UserError(f"{where}: {e}") from e
         return mean, std
 
     def _stats_for(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -315,7 +315,7 @@ class SpeechDataset(Dataset):
         idx = [i for i, u in enumerate(self.utts) if u in keep]
         if len(idx) != len(keep):
             unknown = sorted(keep - set(self.utts))[:3]
-            raise ValueError(f"utterances not in {self.data_dir}: {', '.join(unknown)}")
+            raise UserError(f"utterances not in {self.data_dir}: {', '.join(unknown)}")
         sub = copy.copy(self)
         sub.utts = [self.utts[i] for i in idx]
         sub.lengths = [self.lengths[i] for i in idx]
@@ -377,9 +377,9 @@ def _duration_samples(entry: kaldi.TableEntry, path: str, rate: int) -> int:
         seconds = float(entry.value)
         if not seconds >= 0:
             raise ValueError
-    except ValueError:
+    except ValueError as e:
         raise UserError(f"{path}:{entry.line}: utterance {entry.key!r}: duration "
-                        f"{entry.value!r} is not a non-negative number") from None
+                        f"{entry.value!r} is not a non-negative number") from e
     return int(round(seconds * rate))
 
 
@@ -438,21 +438,21 @@ class BucketingBatchSampler(Sampler[list[int]]):
                  buckets: int = 10, drop_last: bool = False, pad_multiple: int = 1,
                  sorted_epochs: int = 0) -> None:
         if pad_multiple < 1:
-            raise ValueError(f"pad_multiple must be at least 1, got {pad_multiple}")
+            raise UserError(f"pad_multiple must be at least 1, got {pad_multiple}")
         self.pad_multiple, self.sorted_epochs = int(pad_multiple), int(sorted_epochs)
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if (self.lengths < 0).any():
-            raise ValueError("utterance lengths must be non-negative")
+            raise UserError("utterance lengths must be non-negative")
         if max_frames <= 0:
-            raise ValueError(f"max_frames must be positive, got {max_frames}")
+            raise UserError(f"max_frames must be positive, got {max_frames}")
         if buckets < 1:
-            raise ValueError(f"buckets must be at least 1, got {buckets}")
+            raise UserError(f"buckets must be at least 1, got {buckets}")
         if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+            raise UserError(f"seed must be non-negative, got {seed}")
         self.num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
         self.rank = distributed.get_rank() if rank is None else rank
         if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
-            raise ValueError(f"rank {self.rank} is not in [0, num_replicas={self.num_replicas})")
+            raise UserError(f"rank {self.rank} is not in [0, num_replicas={self.num_replicas})")
         self.max_frames, self.shuffle, self.seed = int(max_frames), shuffle, int(seed)
         self.buckets, self.drop_last = buckets, drop_last
         self.epoch = 0
@@ -648,7 +648,7 @@ def make_dataloader(dataset: Dataset, sampler: Sampler[list[int]], num_workers: 
         ...                          num_workers=2)                    # doctest: +SKIP
     """
     if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        raise UserError(f"num_workers must be >= 0, got {num_workers}")
     seed = getattr(sampler, "seed", 0) if seed is None else seed
     rank = getattr(sampler, "rank", 0)
     generator = torch.Generator()

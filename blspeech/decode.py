@@ -136,7 +136,7 @@ def prefix_beam_search(log_probs: torch.Tensor, beam: int = 8, blank: int = 0,
     differ, because a prefix sums the probability of all its alignments.
     """
     if beam < 1:
-        raise ValueError(f"beam must be >= 1, got {beam}")
+        raise UserError(f"beam must be >= 1, got {beam}")
     lp = log_probs.float().cpu()
     n_tokens = lp.shape[-1]
     k = n_tokens if token_prune is None else min(token_prune, n_tokens)

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import UserError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -62,13 +64,13 @@ def resolve_device(device: str | None = None, local_rank: int = 0) -> torch.devi
     """
     kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if kind not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        raise UserError(f"device must be 'cpu' or 'cuda', got {device!r}")
     if kind == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but CUDA is not available")
+        raise UserError("--device cuda was requested but CUDA is not available")
     if local_rank >= torch.cuda.device_count():
-        raise ValueError(f"local rank {local_rank} has no GPU: only "
+        raise UserError(f"local rank {local_rank} has no GPU: only "
                          f"{torch.cuda.device_count()} visible; lower --nproc-per-node")
     return torch.device("cuda", local_rank)
 

@@ -69,10 +69,10 @@ def load_frontend_config(config: Mapping[str, Any] | str | os.PathLike | None) -
     try:
         with open(config, encoding="utf-8") as f:
             loaded = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise UserError(f"{config}: front-end config file not found") from None
+    except FileNotFoundError as e:
+        raise UserError(f"{config}: front-end config file not found") from e
     except yaml.YAMLError as e:
-        raise UserError(f"{config}: not valid YAML: {e}") from None
+        raise UserError(f"{config}: not valid YAML: {e}") from e
     if not isinstance(loaded, dict):
         raise UserError(f"{config}: expected a mapping of LogMel options, e.g. 'num_mel_bins: 40'")
     return loaded
@@ -118,11 +118,11 @@ def compute_feats(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
             cfg["sample_rate"] = _probe_rate(reader, skip_bad)
         except AudioError as e:
             raise UserError(f"{e}; fix the input, or give the rate (--sample-rate) and pass "
-                            "--skip-bad to leave bad utterances out") from None
+                            "--skip-bad to leave bad utterances out") from e
     try:
         cfg = LogMel(**cfg).config()  # validates and normalises types
     except TypeError as e:
-        raise UserError(f"bad front-end config: {e}") from None
+        raise UserError(f"bad front-end config: {e}") from e
 
     out_dir = out_dir.resolve()
     with _disk_full_is_user_error(out_dir):

@@ -73,4 +73,4 @@ def disk_full_is_user_error(path: str | os.PathLike, then: str) -> Iterator[None
             raise
         raise UserError(f"{os.fspath(path)}: cannot write, the disk is full ({e.strerror}); "
                         f"free some space (or raise the quota) and run again: {then}"
-                        ) from None
+                        ) from e

@@ -105,17 +105,17 @@ def _lines(path: str | os.PathLike) -> list[tuple[int, str]]:
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
+    except FileNotFoundError as e:
+        raise UserError(f"{path}: file not found") from e
     except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from e
     out = []
     for n, raw in enumerate(data.split(b"\n"), 1):
         try:
             out.append((n, raw.decode("utf-8")))
         except UnicodeDecodeError as e:
             raise UserError(f"{path}:{n}: not UTF-8 text ({e.reason} at column "
-                            f"{e.start + 1})") from None
+                            f"{e.start + 1})") from e
     if out and out[-1][1] == "":
         out.pop()
     return out
@@ -182,7 +182,7 @@ class StmSegment:
                 try:
                     out.append(parse_alternation(token))
                 except UserError as e:
-                    raise UserError(f"{self.where}: {e}") from None
+                    raise UserError(f"{self.where}: {e}") from e
             else:
                 out.append(token)
         return out
@@ -681,7 +681,7 @@ class Glm:
                     exp = re.compile(m.group(1).lower())
                 except re.error as e:
                     raise UserError(f"{self.path}:{n}: bad INPUT_DEPENDENT_APPLICATION "
-                                    f"regex: {e}") from None
+                                    f"regex: {e}") from e
                 applies = bool(exp.search(input_type) or exp.search(purpose))
             if applies:
                 kept.append((n, text))
@@ -1022,7 +1022,7 @@ def score_hub5(stm_path: str | os.PathLike, ctm_path: str | os.PathLike,
         try:
             pattern = re.compile(regex)
         except re.error as e:
-            raise UserError(f"subset {sub!r}: bad regex {regex!r}: {e}") from None
+            raise UserError(f"subset {sub!r}: bad regex {regex!r}: {e}") from e
         chosen = [u for seg, u in scored if pattern.search(seg.file)]
         if chosen:
             results[sub] = summarize(chosen)

@@ -89,7 +89,7 @@ def read_alignments(rspecifier: str, utts: Sequence[str], num_frames: Sequence[i
             if utt in wanted:
                 found[utt] = np.asarray(ali, dtype=np.int32)
     except KaldiFormatError as e:
-        raise UserError(f"{label}cannot read alignments {rspecifier}: {e}") from None
+        raise UserError(f"{label}cannot read alignments {rspecifier}: {e}") from e
     if not found:
         raise UserError(f"{label}alignments {rspecifier} hold none of the {len(wanted)} "
                         "utterances of the data dir; check that they were made for it")
@@ -332,10 +332,10 @@ def read_topology(path: str | os.PathLike) -> dict[str, Any]:
         if out.get("topology") != "token" or not isinstance(out.get("num_pdfs"), int) \
                 or not isinstance(out.get("ali_subsampling"), int):
             raise ValueError
-    except ValueError:
+    except ValueError as e:
         raise UserError(f"{os.fspath(path)}: expected 'topology token', 'num_pdfs N' and "
                         "'ali_subsampling N' lines (from blspeech align --hybrid-targets)"
-                        ) from None
+                        ) from e
     return out
 
 

@@ -191,7 +191,7 @@ class AcousticModelBundle:
                     utts = ", ".join(batch["utts"][:3]) + (", ..." if len(batch["utts"]) > 3
                                                            else "")
                     raise UserError(f"the model failed on utterance(s) {utts} (frames "
-                                    f"{batch['lengths'].tolist()[:3]}): {first}") from None
+                                    f"{batch['lengths'].tolist()[:3]}): {first}") from e
                 yield batch, log_probs, out_lengths
                 bar.update(len(batch["utts"]))
 
@@ -210,7 +210,7 @@ def _user_errors_from_workers(loader: Any) -> Iterator[dict[str, Any]]:
             if "Original Traceback" not in text:
                 raise
             last = text.splitlines()[-1]
-            raise UserError(re.sub(r"^[\w.]+: ", "", last, count=1)) from None
+            raise UserError(re.sub(r"^[\w.]+: ", "", last, count=1)) from e
         yield batch
 
 
@@ -218,8 +218,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     """``'cpu'``, ``'cuda'``, ``'cuda:1'`` ... as a device, with a clear error if unusable."""
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} requested but CUDA is not available; use --device "
                         "cpu")
@@ -261,7 +261,7 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
     try:
         ckpt = load_checkpoint(path)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e)) from e
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise UserError(f"{path} is not an acoustic-model checkpoint: it has no "
@@ -278,11 +278,11 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
     try:
         model = acoustic_model_from_config(dict(ckpt["model_config"]))
     except (ValueError, KeyError, TypeError) as e:
-        raise bad("cannot rebuild the model from model_config", e) from None
+        raise bad("cannot rebuild the model from model_config", e) from e
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise bad("the weights do not fit the model config", e) from None
+        raise bad("the weights do not fit the model config", e) from e
     hybrid = model.config["head"] == "hybrid"
     tokenizer = normalizer = None
     if ckpt["tokenizer"] is None:
@@ -292,9 +292,9 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
         try:
             tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
         except UserError as e:
-            raise bad("bad tokenizer", e) from None
+            raise bad("bad tokenizer", e) from e
         except (KeyError, TypeError, AttributeError) as e:
-            raise bad("bad tokenizer entry", repr(e)) from None
+            raise bad("bad tokenizer entry", repr(e)) from e
         outputs = model.num_pdfs if hybrid else model.vocab_size
         from .hybrid import token_topology_pdfs
 
@@ -309,7 +309,7 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
         try:
             normalizer = TextNormalizer(**dict(ckpt["normalizer"] or {}))
         except (TypeError, ValueError) as e:
-            raise bad("bad normalizer", e) from None
+            raise bad("bad normalizer", e) from e
     frontend = ckpt.get("frontend") or {}
     if not isinstance(frontend, Mapping):
         raise bad("bad frontend", "expected a dict of LogMel options")
@@ -323,7 +323,7 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
         try:
             LogMel(**frontend)
         except (TypeError, ValueError) as e:
-            raise bad("bad frontend", e) from None
+            raise bad("bad frontend", e) from e
     mode, stats, norm_vars = _read_cmvn(ckpt["cmvn"], path)
     dim = model.config.get("encoder", {}).get("num_mel_bins")
     if stats is not None and dim is not None and stats.shape[1] - 1 != int(dim):

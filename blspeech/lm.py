@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .errors import UserError
 from .fileio import atomic_write
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
@@ -53,9 +54,9 @@ def train_ngram(sentences: Iterable[str], order: int = 3, discount: float = 0.75
     mass that the discount frees at the lowest level.
     """
     if order < 1:
-        raise ValueError(f"order must be >= 1, got {order}")
+        raise UserError(f"order must be >= 1, got {order}")
     if not 0.0 < discount < 1.0:
-        raise ValueError(f"discount must be in (0, 1), got {discount}")
+        raise UserError(f"discount must be in (0, 1), got {discount}")
     counts: list[Counter] = [Counter() for _ in range(order)]
     for sentence in sentences:
         words = [BOS, *sentence.split(), EOS]
@@ -64,7 +65,7 @@ def train_ngram(sentences: Iterable[str], order: int = 3, discount: float = 0.75
             for i in range(1 if n == 1 else 0, len(words) - n + 1):
                 counts[n - 1][tuple(words[i:i + n])] += 1
     if not counts[0]:
-        raise ValueError("cannot estimate a language model from empty text")
+        raise UserError("cannot estimate a language model from empty text")
     # Lower orders use continuation counts: distinct left extensions of each n-gram.
     adjusted: list[Counter] = [Counter() for _ in range(order)]
     adjusted[order - 1] = counts[order - 1]

@@ -93,7 +93,7 @@ def read_arpa_vocabulary(path: str | os.PathLike) -> tuple[list[str], int]:
                     if len(parts) >= 2 and parts[1] not in _LM_SPECIALS:
                         words.append(parts[1])
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read language model {path}: {e}") from None
+        raise UserError(f"cannot read language model {path}: {e}") from e
     if not counts:
         raise UserError(f"{path} is not an ARPA language model (no \\data\\ section with "
                         "'ngram N=count' lines)")
@@ -228,7 +228,7 @@ class LexiconLMDecoder:
             from torchaudio.models.decoder import ctc_decoder
         except ImportError as e:  # flashlight-text missing
             raise UserError(f"LM decoding needs flashlight-text (pip install "
-                            f"flashlight-text==0.0.7): {e}") from None
+                            f"flashlight-text==0.0.7): {e}") from e
         if beam < 1:
             raise UserError(f"beam must be >= 1, got {beam}")
         with tempfile.TemporaryDirectory() as tmp:
@@ -252,7 +252,7 @@ class LexiconLMDecoder:
                     reason = next((x for x in lines[1:] if "Loading the LM" not in x),
                                   lines[0] if lines else type(e).__name__)
                     raise UserError(f"cannot load language model {lm}: {reason.strip()}"
-                                    ) from None
+                                    ) from e
 
     def decode(self, log_probs: torch.Tensor) -> Any:
         """One utterance's ``(T, V)`` log-probabilities -> :class:`~blspeech.decode.Hypothesis`

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from .errors import UserError
+
 OPTIMIZERS = ("sgd", "adamw")
 
 
@@ -58,7 +60,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     if key == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
@@ -93,10 +95,10 @@ def build_scheduler(
     ``total_steps`` (more epochs) follows the new schedule instead of restoring the old one.
     """
     if total_steps < 1 or warmup_steps < 0:
-        raise ValueError(f"need total_steps >= 1 and warmup_steps >= 0, "
+        raise UserError(f"need total_steps >= 1 and warmup_steps >= 0, "
                          f"got {total_steps} and {warmup_steps}")
     if not 0.0 <= min_lr_ratio <= 1.0:
-        raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        raise UserError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
     fn = functools.partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps,
                            min_lr_ratio=min_lr_ratio)
     return LambdaLR(optimizer, fn)

@@ -172,7 +172,7 @@ class BPETokenizer(Tokenizer):
         try:
             self._sp.LoadFromSerializedProto(self._proto)
         except Exception as e:
-            raise UserError(f"not a sentencepiece model: {e}") from None
+            raise UserError(f"not a sentencepiece model: {e}") from e
         if self._sp.pad_id() != 0 or self._sp.unk_id() != 1:
             raise UserError("the sentencepiece model must have pad (blank) id 0 and unk id 1; "
                             "train it with blspeech (BPETokenizer.train)")
@@ -200,7 +200,7 @@ class BPETokenizer(Tokenizer):
                     num_threads=1, minloglevel=2,
                     hard_vocab_limit=True, split_digits=True)
             except RuntimeError as e:
-                raise _bpe_training_error(str(e), vocab_size) from None
+                raise _bpe_training_error(str(e), vocab_size) from e
             with open(os.path.join(tmp, "bpe.model"), "rb") as f:
                 return cls(f.read())
 

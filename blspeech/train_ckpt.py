@@ -22,6 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from .checkpoint import load_checkpoint
+from .errors import UserError
 
 #: ``kind-NUMBER.pt`` files that :func:`prune` manages.
 KINDS = ("epoch", "checkpoint")
@@ -64,7 +65,7 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
     Raises ValueError when the checkpoints hold different models.
     """
     if not paths:
-        raise ValueError("average_checkpoints needs at least one checkpoint")
+        raise UserError("average_checkpoints needs at least one checkpoint")
     total: dict[str, torch.Tensor] = {}
     dtypes: dict[str, torch.dtype] = {}
     first_config = None
@@ -73,10 +74,10 @@ def average_checkpoints(paths: Sequence[str | os.PathLike]) -> dict[str, torch.T
         if first_config is None:
             first_config = ckpt["model_config"]
         elif ckpt["model_config"] != first_config:
-            raise ValueError(f"{path} holds another model than {paths[0]}; cannot average")
+            raise UserError(f"{path} holds another model than {paths[0]}; cannot average")
         state = ckpt["model"]
         if total and set(state) != set(total):
-            raise ValueError(f"{path} has other parameters than {paths[0]}; cannot average")
+            raise UserError(f"{path} has other parameters than {paths[0]}; cannot average")
         for key, value in state.items():
             dtypes[key] = value.dtype
             acc = value.double() if value.is_floating_point() else value.long()

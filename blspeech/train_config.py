@@ -207,12 +207,12 @@ def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
         except OSError as e:
             raise UserError(f"cannot read config {path}: {e.strerror}; give a YAML file or "
                             f"one of the packaged configs: {', '.join(packaged_configs())}"
-                            ) from None
+                            ) from e
         where = path
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise UserError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+        raise UserError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from e
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -389,5 +389,5 @@ def load_tokenizer_dir(path: str | os.PathLike) -> tuple[Tokenizer, TextNormaliz
         raise
     except Exception as e:  # corrupt file, wrong layout
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UserError(f"{file} is not a blspeech tokenizer file: {first}") from None
+        raise UserError(f"{file} is not a blspeech tokenizer file: {first}") from e
     return tok, norm

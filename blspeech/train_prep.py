@@ -89,7 +89,7 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
     try:
         dev = dist_utils.resolve_device(device, local_rank)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e)) from e
     if t["amp"] == "fp16" and dev.type != "cuda":
         raise UserError("config training.amp fp16 needs --device cuda; use bf16 on the CPU")
     if hybrid and not (train_ali and dev_ali):
@@ -234,7 +234,7 @@ def _full_frontend(cfg: dict[str, Any]) -> dict[str, Any]:
     try:
         return LogMel(**merge_config(LogMel().config(), cfg)).config()
     except TypeError as e:
-        raise UserError(f"bad front-end config: {e}") from None
+        raise UserError(f"bad front-end config: {e}") from e
 
 
 def _check_same_features(frontend: dict[str, Any] | None, train_dir: str, dev_dir: str
@@ -262,7 +262,7 @@ def _global_cmvn(train_dir: str, feat_dim: int, norm_vars: bool
         stats = np.asarray(read_matrix(path), dtype=np.float64)
         module = CMVN.from_stats(stats, norm_vars=norm_vars)
     except (KaldiFormatError, ValueError) as e:
-        raise UserError(f"{path}: {e}") from None
+        raise UserError(f"{path}: {e}") from e
     if module.dim != feat_dim:
         raise UserError(f"{path} has dim {module.dim} but the features have {feat_dim}; "
                         f"rerun 'blspeech compute-cmvn {train_dir}'")
@@ -323,7 +323,7 @@ def _build_model(section: dict[str, Any], feat_dim: int, head: Mapping[str, Any]
         encoder = build_model(section["name"], **options)
     except (ValueError, TypeError, AssertionError) as e:
         raise UserError(f"config model: cannot build {section['name']}: "
-                        f"{str(e).splitlines()[0]}") from None
+                        f"{str(e).splitlines()[0]}") from e
     if not hasattr(encoder, "output_size"):
         raise UserError(f"config model.name {section['name']!r} is not a speech encoder; use "
                         "one of the *_am_*, quartznet_* or conformer_* models")
@@ -346,7 +346,7 @@ def _checkpoint_to_resume(prep: Prepared) -> dict[str, Any] | None:
     try:
         ckpt = load_checkpoint(path)
     except ValueError as e:
-        raise UserError(f"{e}; delete it or pass --no-resume to start over") from None
+        raise UserError(f"{e}; delete it or pass --no-resume to start over") from e
     if ckpt.get("optimizer") is None or "loader" not in ckpt:
         raise UserError(f"{path} is not a training checkpoint of 'blspeech train'; use "
                         "another --exp-dir or --no-resume")

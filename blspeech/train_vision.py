@@ -229,7 +229,7 @@ def _build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     try:
         return build_model(args.model, **overrides)
     except (ValueError, AssertionError) as e:
-        raise UserError(f"cannot build {args.model}: {e}") from None
+        raise UserError(f"cannot build {args.model}: {e}") from e
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -257,7 +257,7 @@ def _check_device(args: argparse.Namespace) -> None:
     try:
         device = dist_utils.resolve_device(args.device, dist_utils.env_ranks()[2])
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e)) from e
     if args.amp == "fp16" and device.type != "cuda":
         raise UserError("--amp fp16 needs --device cuda; use --amp bf16 on CPU")
 
@@ -275,7 +275,7 @@ def _init_distributed(device: str | None) -> dist_utils.DistContext:
     try:
         return dist_utils.init_distributed(device)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise UserError(str(e)) from e
 
 
 # ---------------------------------------------------------------------------- runs
@@ -303,7 +303,7 @@ def run_training(args: argparse.Namespace) -> int:
         try:
             ckpt = load_checkpoint(last_path)
         except ValueError as e:
-            raise UserError(str(e)) from None
+            raise UserError(str(e)) from e
         if ckpt["model_config"] != model.config:
             raise UserError(f"{last_path} holds model {ckpt['model_config']}, but the "
                             f"arguments build {model.config}; use another --exp-dir")
@@ -511,7 +511,7 @@ def run_evaluation(args: argparse.Namespace) -> int:
         model = build_model_from_config(ckpt["model_config"])
         model.load_state_dict(ckpt["model"])
     except (ValueError, RuntimeError) as e:
-        raise UserError(str(e).splitlines()[0]) from None
+        raise UserError(str(e).splitlines()[0]) from e
     classes = ckpt.get("classes") or train_classes(args.data_dir)
     val_set = build_val_set(args.data_dir, classes, args.image_size)
     num_classes = model.config["num_classes"]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from blspeech.models import build_model
@@ -59,6 +60,29 @@ def test_user_errors_are_one_line_without_traceback():
         assert proc.stderr.startswith("blspeech profile: error:"), proc.stderr
     proc = run("profile", "bl_resnet50", "--input-shape", "3,x,4")
     assert proc.returncode == 2 and "comma-separated integers" in proc.stderr
+
+
+def test_debug_shows_the_traceback_of_user_errors():
+    for proc in (run("--debug", "profile", "no_such_model"),
+                 subprocess.run([sys.executable, "-m", "blspeech", "profile", "no_such_model"],
+                                capture_output=True, text=True, timeout=300,
+                                env=dict(ENV, BLSPEECH_DEBUG="1"))):
+        assert proc.returncode == 1
+        assert "Traceback" in proc.stderr
+        assert "UserError: unknown model 'no_such_model'" in proc.stderr
+
+
+def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
+    # A ValueError that is not a UserError is a bug of ours: main() lets it through.
+    from blspeech import cli, profile
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal inconsistency")
+
+    monkeypatch.setattr(profile, "count", broken)
+    with pytest.raises(ValueError, match="internal inconsistency"):
+        cli.main(["profile", "bl_resnet50", "--input-shape", "3,64,64", "--repeats", "0"])
+    assert "error:" not in capsys.readouterr().err
 
 
 def test_help_and_console_script():

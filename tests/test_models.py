@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from blspeech.errors import UserError
 from blspeech.models import (
     BigLittleModule,
     build_model,
@@ -201,7 +202,7 @@ def test_load_official_checkpoint_reports_bad_files(tmp_path):
     with pytest.raises(ValueError, match="evil.pth") as info:
         load_official_checkpoint(model, evil)
     assert "weights_only" not in str(info.value)
-    with pytest.raises(FileNotFoundError, match="missing.pth"):
+    with pytest.raises(UserError, match="missing.pth"):
         load_official_checkpoint(model, tmp_path / "missing.pth")
     partial = {k: v for k, v in build_model("bl_resnet50").state_dict().items()
                if not k.startswith("layer4")}

@@ -1,9 +1,10 @@
 """``blspeech`` command line: a thin layer over library functions.
 
 Each sub-command parses its options and calls one function of the library; results that
-scripts read are printed as JSON. User mistakes end with one ``error:`` line and exit
-code 2, never a traceback. Commands live in one module per area (``models``, ...), each
-with a ``register(subparsers)`` function.
+scripts read are printed as JSON. User mistakes (:class:`~blspeech.errors.UserError`) end
+with one ``error:`` line and exit code 2 (``--debug`` or ``BLSPEECH_DEBUG=1``: with their
+traceback); any other exception is a bug of ours and shows its traceback. Commands live
+in one module per area (``models``, ...), each with a ``register(subparsers)`` function.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="blspeech",
         description="Big-Little Network acoustic models: models, profiling, training, decoding.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of user errors too (as BLSPEECH_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
@@ -52,14 +55,21 @@ def _commands_switch(off: bool) -> Iterator[None]:
             os.environ[name] = old
 
 
+def _debug(args: argparse.Namespace) -> bool:
+    return bool(args.debug) or os.environ.get("BLSPEECH_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with _commands_switch(getattr(args, "no_wavscp_commands", False)):
             return args.func(args)
-    except (UserError, ValueError, FileNotFoundError) as e:
-        # Library functions raise these for bad user input; show the message, not a trace.
+    except UserError as e:
+        # A user mistake: the message says what and where. Anything else is our bug and
+        # keeps its traceback.
+        if _debug(args):
+            raise
         print(f"blspeech {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -44,7 +44,7 @@ def _command(name: str):
                     return func(args)
                 except OSError as e:
                     where = f"{e.filename}: " if e.filename else ""
-                    raise UserError(f"{where}{e.strerror or e}") from None
+                    raise UserError(f"{where}{e.strerror or e}") from e
         return run
 
     return wrap
@@ -172,7 +172,7 @@ def _normalizer_from(path: str):
     try:
         return TextNormalizer(**entry["normalizer"])
     except TypeError as e:
-        raise UserError(f"{path}: bad normalizer: {e}") from None
+        raise UserError(f"{path}: bad normalizer: {e}") from e
 
 
 def read_sentences(source: str, utt_ids: bool | None = None) -> list[str]:
@@ -200,7 +200,7 @@ def read_sentences(source: str, utt_ids: bool | None = None) -> list[str]:
                 if words:
                     sentences.append(" ".join(words))
         except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text: {e}") from None
+            raise UserError(f"{path}: not UTF-8 text: {e}") from e
     return sentences
 
 

@@ -17,9 +17,9 @@ def shape(text: str) -> list[int]:
     """``C,H,W``-style comma-separated positive integers (an argparse ``type``)."""
     try:
         dims = [int(d) for d in text.split(",")]
-    except ValueError:
+    except ValueError as e:
         msg = f"expected comma-separated integers, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
+        raise argparse.ArgumentTypeError(msg) from e
     if not dims or any(d <= 0 for d in dims):
         raise argparse.ArgumentTypeError(f"dimensions must be positive, got {text!r}")
     return dims

@@ -27,7 +27,7 @@ def _os_errors_are_user_errors(func: Callable[[argparse.Namespace], int]):
             return func(args)
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
-            raise UserError(f"{where}{e.strerror or e}") from None
+            raise UserError(f"{where}{e.strerror or e}") from e
 
     return wrapper
 
@@ -36,9 +36,9 @@ def _factors(text: str) -> list[float]:
     """``0.9,1.0,1.1`` -> [0.9, 1.0, 1.1] (an argparse ``type``)."""
     try:
         values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
+    except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
-                                         ) from None
+                                         ) from e
     if not values or any(not v > 0 for v in values):
         raise argparse.ArgumentTypeError(f"speed factors must be positive, got {text!r}")
     return values
@@ -52,10 +52,10 @@ def _read_id_list(path: str) -> list[str]:
         try:
             with open(path, encoding="utf-8") as f:
                 lines = f.read().splitlines()
-        except FileNotFoundError:
-            raise UserError(f"{path}: list file not found") from None
-        except UnicodeDecodeError:
-            raise UserError(f"{path}: not UTF-8 text") from None
+        except FileNotFoundError as e:
+            raise UserError(f"{path}: list file not found") from e
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text") from e
     ids = [line.split()[0] for line in lines if line.strip()]
     if not ids:
         raise UserError(f"{path}: the list is empty")

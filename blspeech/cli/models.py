@@ -35,7 +35,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         raise UserError(
             f"{args.model} cannot run on input {list(x.shape)}: {e}. Check --input-shape "
             "against the model (e.g. --set in_channels=1 for single-channel maps)."
-        ) from None
+        ) from e
     print(json.dumps({"model": args.model, "config": model.config, **stats}))
     return 0
 

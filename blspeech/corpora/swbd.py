@@ -101,7 +101,7 @@ def sphere_header(path: str | os.PathLike) -> dict[str, str | int | float]:
             size = int(size_line)
             head = start + f.read(max(0, size - len(start)))
     except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from e
     if len(head) < size:
         raise UserError(f"{path}: truncated SPHERE header ({len(head)} of {size} bytes)")
     lines = head[:size].decode("latin-1").split("\n")
@@ -123,9 +123,9 @@ def sphere_header(path: str | os.PathLike) -> dict[str, str | int | float]:
                 fields[name] = value
             else:
                 raise ValueError
-        except (ValueError, IndexError):
+        except (ValueError, IndexError) as e:
             raise UserError(f"{path}: SPHERE header line {number}: expected 'NAME -i|-r|-sN "
-                            f"VALUE', got {line[:60]!r}") from None
+                            f"VALUE', got {line[:60]!r}") from e
     raise UserError(f"{path}: truncated SPHERE header (no 'end_head' in its {size} bytes)")
 
 
@@ -381,16 +381,16 @@ def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
         with open(path, encoding="utf-8") as f:
             yield from enumerate(f, 1)
     except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except OSError as e:
-        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from e
 
 
 def _times(fields: list[str], where: str, what: str) -> tuple[float, float]:
     try:
         start, end = float(fields[0]), float(fields[1])
-    except (ValueError, IndexError):
-        raise UserError(f"{where}: expected {what}, got times {' '.join(fields[:2])!r}") from None
+    except (ValueError, IndexError) as e:
+        raise UserError(f"{where}: expected {what}, got times {' '.join(fields[:2])!r}") from e
     if not (0 <= start < float("inf") and 0 <= end < float("inf")):
         raise UserError(f"{where}: times must be finite and >= 0, got {start} {end}")
     if end < start:

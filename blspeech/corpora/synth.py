@@ -64,7 +64,7 @@ class Voice:
 
     def __post_init__(self) -> None:
         if self.engine not in LETTER_A:
-            raise ValueError(f"unknown engine {self.engine!r}")
+            raise UserError(f"unknown engine {self.engine!r}")
 
     @property
     def speaker(self) -> str:
@@ -148,9 +148,9 @@ def engine_text(spoken: str, engine: str) -> str:
 def _run(command: list[str], what: str) -> bytes:
     try:
         proc = subprocess.run(command, capture_output=True, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
+    except FileNotFoundError as e:
         package = "espeak-ng" if command[0] == "espeak-ng" else command[0]
-        raise UserError(f"{command[0]} is not installed: apt-get install {package}") from None
+        raise UserError(f"{command[0]} is not installed: apt-get install {package}") from e
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
         raise UserError(f"{what}: {command[0]} failed with exit code {proc.returncode}"
@@ -180,7 +180,7 @@ def synthesize(job: SynthJob) -> tuple[np.ndarray, int]:
     try:
         audio, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile reports bad data as assorted errors
-        raise UserError(f"{what}: the synthesizer wrote no readable audio ({e})") from None
+        raise UserError(f"{what}: the synthesizer wrote no readable audio ({e})") from e
     if len(audio) == 0:
         raise UserError(f"{what}: the synthesizer wrote no samples for {text!r}")
     return audio.mean(axis=1), int(rate)

@@ -38,8 +38,8 @@ def _bool(text: str) -> bool:
 def _range(text: str) -> tuple[float, float]:
     try:
         low, high = (float(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got {text!r}") from e
     if low > high:
         raise argparse.ArgumentTypeError(f"LOW must not exceed HIGH in {text!r}")
     return low, high

@@ -98,7 +98,7 @@ def spoken_words(raw: str) -> list[str]:
         if not (len(word) == 1 and "A" <= word <= "Z"):
             word = word.lower()
         if not _WORD.fullmatch(word.lower()):
-            raise ValueError(f"cannot normalize {raw!r}: {word!r} is not a plain word")
+            raise UserError(f"cannot normalize {raw!r}: {word!r} is not a plain word")
         words.append(word)
     return words
 
@@ -117,7 +117,7 @@ def make_sentence(raw: str, source: str) -> Sentence:
     """A :class:`Sentence` from raw text (see :func:`spoken_words`)."""
     words = spoken_words(raw)
     if not words:
-        raise ValueError(f"{source}: empty sentence {raw!r}")
+        raise UserError(f"{source}: empty sentence {raw!r}")
     return Sentence(" ".join(w.lower() for w in words), " ".join(words), source)
 
 
@@ -307,11 +307,11 @@ class SentenceGenerator:
                     try:
                         spoken_words(word)
                     except ValueError as e:
-                        raise UserError(f"{path}: {e}") from None
+                        raise UserError(f"{path}: {e}") from e
             try:
                 spoken_words(_SLOT.sub("", template))
             except ValueError as e:
-                raise UserError(f"{template_file}: template {i}: {e}") from None
+                raise UserError(f"{template_file}: template {i}: {e}") from e
 
     def fill(self, template: str, rng: random.Random) -> str:
         """One random filling of ``template`` (raw text, spelled letters upper case)."""

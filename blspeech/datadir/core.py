@@ -93,17 +93,17 @@ def parse_segment(value: str) -> tuple[str, float, float]:
     """``RECO START END`` -> (reco, start, end); ValueError with a readable reason."""
     fields = value.split()
     if len(fields) != 3:
-        raise ValueError(f"expected 'RECORDING START END', got {value!r}")
+        raise UserError(f"expected 'RECORDING START END', got {value!r}")
     reco, start_s, end_s = fields
     start, end = parse_number(start_s), parse_number(end_s)
     if start is None:
-        raise ValueError(f"start time {start_s!r} is not a number")
+        raise UserError(f"start time {start_s!r} is not a number")
     if end is None:
-        raise ValueError(f"end time {end_s!r} is not a number")
+        raise UserError(f"end time {end_s!r} is not a number")
     if start < 0 or end < 0:
-        raise ValueError(f"negative time (start {start_s}, end {end_s})")
+        raise UserError(f"negative time (start {start_s}, end {end_s})")
     if end <= start:
-        raise ValueError(f"end time {end_s} is not after start time {start_s}")
+        raise UserError(f"end time {end_s} is not after start time {start_s}")
     return reco, start, end
 
 
@@ -374,7 +374,7 @@ class DataDir:
         try:
             return parse_segment(value)
         except ValueError as e:
-            raise KaldiFormatError(f"{self.where('segments', utt)}: utt {utt!r}: {e}") from None
+            raise KaldiFormatError(f"{self.where('segments', utt)}: utt {utt!r}: {e}") from e
 
     def segments(self) -> dict[str, tuple[str, float, float]]:
         """Every segment as ``{utt: (recording, start, end)}`` (empty without segments)."""

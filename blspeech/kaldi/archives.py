@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..errors import UserError
 from ..fileio import atomic_write
 from . import pipes
 from .tables import KaldiFormatError, read_table, write_table
@@ -114,7 +115,7 @@ def _int_vector_bytes(key: str, vec: Any) -> bytes:
 
 def _check_key(key: Any) -> bytes:
     if not isinstance(key, str) or key.split() != [key]:
-        raise ValueError(f"invalid archive key {key!r} (must be non-empty, no whitespace)")
+        raise UserError(f"invalid archive key {key!r} (must be non-empty, no whitespace)")
     return key.encode()
 
 
@@ -134,7 +135,7 @@ def _write_ark(ark_path, scp_path, items, to_bytes: Callable[[str, Any], bytes],
             for key, value in items:
                 key_bytes = _check_key(key)
                 if key in offsets:
-                    raise ValueError(f"duplicate archive key {key!r}")
+                    raise UserError(f"duplicate archive key {key!r}")
                 payload = to_bytes(key, value)
                 f.write(key_bytes + b" ")
                 # Kaldi's scp offset points past "key ", at the binary marker.
@@ -205,20 +206,20 @@ def _read_matrix_value(fd: IO[bytes]) -> np.ndarray:
     if head == b" [":  # text matrix (" [ 1 2 ... ]"), rare: let kaldi-io parse it
         try:
             return np.array(kaldi_io.read_mat(_Prefixed(head, fd)))
-        except (AssertionError, UnicodeDecodeError):  # kaldi-io's reactions to non-text
-            raise _NotData("it starts like a text matrix but is not one") from None
+        except (AssertionError, UnicodeDecodeError) as e:  # kaldi-io's reactions to non-text
+            raise _NotData("it starts like a text matrix but is not one") from e
     if head != b"\0B":
         raise _NotData(f"it holds bytes {head!r}, not a binary '\\0B' or text ' [' matrix")
     kind = _read_exact(fd, 3, "matrix header")
     if kind not in (b"FM ", b"DM "):
         if kind.startswith(b"CM"):  # compressed matrix: kaldi-io knows the format
             return np.array(kaldi_io.read_mat(_Prefixed(head + kind, fd)), dtype=np.float32)
-        raise ValueError(f"unknown matrix type {kind!r} (expected 'FM ', 'DM ' or 'CM ')")
+        raise UserError(f"unknown matrix type {kind!r} (expected 'FM ', 'DM ' or 'CM ')")
     dims = np.frombuffer(_read_exact(fd, 10, "matrix header"), dtype=[
         ("s1", "i1"), ("rows", "<i4"), ("s2", "i1"), ("cols", "<i4")])[0]
     rows, cols = int(dims["rows"]), int(dims["cols"])
     if dims["s1"] != 4 or dims["s2"] != 4 or rows < 0 or cols < 0:
-        raise ValueError(f"corrupt matrix header (rows={rows}, cols={cols})")
+        raise UserError(f"corrupt matrix header (rows={rows}, cols={cols})")
     dtype = np.dtype("<f4" if kind == b"FM " else "<f8")
     data = _read_exact(fd, rows * cols * dtype.itemsize, f"a {rows}x{cols} matrix")
     # bytearray -> a writable array that owns its memory (np.frombuffer(bytes) is read-only)
@@ -233,19 +234,19 @@ def _read_int_vector_value(fd: IO[bytes]) -> np.ndarray:
     if head != b"\0B":  # text: "1 2 3\n"
         try:
             return np.array(kaldi_io.read_vec_int(_Prefixed(head, fd)), dtype=np.int32)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError) as e:
             raise _NotData(f"it holds bytes {head!r}, not a binary or text int vector"
-                           ) from None
+                           ) from e
     size_byte = _read_exact(fd, 1, "vector header")
     if size_byte != b"\4":
-        raise ValueError(f"not an int32 vector (element size byte {size_byte!r})")
+        raise UserError(f"not an int32 vector (element size byte {size_byte!r})")
     n = int(np.frombuffer(_read_exact(fd, 4, "vector header"), dtype="<i4")[0])
     if n < 0:
-        raise ValueError(f"corrupt vector header (size {n})")
+        raise UserError(f"corrupt vector header (size {n})")
     rec = np.frombuffer(_read_exact(fd, 5 * n, f"an int vector of {n}"),
                         dtype=[("size", "i1"), ("value", "<i4")])
     if n and (rec["size"] != 4).any():
-        raise ValueError("not an int32 vector (element size byte is not 4)")
+        raise UserError("not an int32 vector (element size byte is not 4)")
     return rec["value"].astype(np.int32)
 
 
@@ -253,16 +254,16 @@ def _parse_range(spec: str, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """Kaldi's ``[r1:r2]`` / ``[r1:r2,c1:c2]`` (inclusive ends; empty means all)."""
     parts = spec.split(",")
     if len(parts) > len(shape) or not parts:
-        raise ValueError(f"bad range [{spec}]")
+        raise UserError(f"bad range [{spec}]")
     slices = []
     for part, size in zip(parts, shape[:len(parts)], strict=True):
         lo_s, sep, hi_s = part.partition(":")
         if not sep:
-            raise ValueError(f"bad range [{spec}] (expected first:last)")
+            raise UserError(f"bad range [{spec}] (expected first:last)")
         lo = int(lo_s) if lo_s.strip() else 0
         hi = int(hi_s) if hi_s.strip() else size - 1
         if not 0 <= lo <= hi < size:
-            raise ValueError(f"range [{spec}] is outside a {'x'.join(map(str, shape))} matrix")
+            raise UserError(f"range [{spec}] is outside a {'x'.join(map(str, shape))} matrix")
         slices.append(slice(lo, hi + 1))
     return tuple(slices)
 
@@ -345,12 +346,12 @@ def _pipe(cmd: str) -> Iterator[IO[bytes]]:
             proc.stdout.close()
             try:
                 proc.wait(timeout=1)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as e:
                 pipes.kill(proc)
                 proc.wait()
-                raise e from None
+                raise e from e
             if proc.returncode != 0:
-                raise failure() from None
+                raise failure() from e
             raise
         finally:
             if watchdog is not None:
@@ -382,17 +383,17 @@ def _read_rxspec(rxspec: str, read_value: Callable[[IO[bytes]], np.ndarray],
     except _CommandsOff:
         raise
     except KaldiFormatError as e:
-        raise KaldiFormatError(f"cannot read {what} {rxspec}: {e}") from None
+        raise KaldiFormatError(f"cannot read {what} {rxspec}: {e}") from e
     except _NotData as e:
         raise KaldiFormatError(f"cannot read {what} {rxspec}: "
-                               f"{_not_data(e, what, rxspec, m)}") from None
+                               f"{_not_data(e, what, rxspec, m)}") from e
     except _Short as e:
-        raise KaldiFormatError(f"cannot read {what} {rxspec}: truncated data: {e}") from None
+        raise KaldiFormatError(f"cannot read {what} {rxspec}: truncated data: {e}") from e
     except FileNotFoundError as e:
         raise KaldiFormatError(f"cannot read {what} {rxspec}: {e.filename}: file not found"
-                               ) from None
+                               ) from e
     except Exception as e:  # corrupt data surfaces as assorted errors, kaldi-io's included
-        raise KaldiFormatError(f"cannot read {what} {rxspec}: {_describe(e)}") from None
+        raise KaldiFormatError(f"cannot read {what} {rxspec}: {_describe(e)}") from e
 
 
 def read_matrix(rxspec: str) -> np.ndarray:
@@ -454,7 +455,7 @@ class ScpReader:
         try:
             return self._read(entry.value)
         except KaldiFormatError as e:
-            raise KaldiFormatError(f"{self.path}:{entry.line}: key {key!r}: {e}") from None
+            raise KaldiFormatError(f"{self.path}:{entry.line}: key {key!r}: {e}") from e
 
     def _read(self, rxspec: str) -> np.ndarray:
         m = _RXSPEC.match(rxspec.strip())
@@ -467,16 +468,16 @@ class ScpReader:
             return value[_parse_range(m["range"], value.shape)] if m["range"] else value
         except _Short as e:
             raise KaldiFormatError(f"cannot read {self._what} {rxspec}: truncated data: {e}"
-                                   ) from None
+                                   ) from e
         except _NotData as e:
             raise KaldiFormatError(f"cannot read {self._what} {rxspec}: "
-                                   f"{_not_data(e, self._what, rxspec, m)}") from None
-        except FileNotFoundError:
+                                   f"{_not_data(e, self._what, rxspec, m)}") from e
+        except FileNotFoundError as e:
             raise KaldiFormatError(f"cannot read {self._what} {rxspec}: {m['path']}: "
-                                   "file not found") from None
+                                   "file not found") from e
         except Exception as e:
             raise KaldiFormatError(f"cannot read {self._what} {rxspec}: {_describe(e)}"
-                                   ) from None
+                                   ) from e
 
     def _open(self, path: str) -> IO[bytes]:
         fd = self._files.pop(path, None)
@@ -549,7 +550,7 @@ def _read_archive(rspecifier: str, kind: str, keys: Iterable[str] | None):
             fd = open(target, "rb")
         except OSError as e:
             reason = "file not found" if isinstance(e, FileNotFoundError) else e.strerror
-            raise KaldiFormatError(f"archive {target}: {reason}") from None
+            raise KaldiFormatError(f"archive {target}: {reason}") from e
         with fd:
             yield from _iter_ark(fd, target, read_value, wanted)
 
@@ -585,7 +586,7 @@ def _iter_ark(fd: IO[bytes], name: str, read_value: Callable, wanted: set[str] |
             reason = "truncated" if isinstance(e, _Short) else "corrupt"
             raise KaldiFormatError(f"{name}: {reason} archive{where}, entry {key!r} {after}: "
                                    f"{e if isinstance(e, (_Short, _NotData)) else _describe(e)}"
-                                   ) from None
+                                   ) from e
         last_good = key
         if wanted is None or key in wanted:
             yield key, value

@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..errors import UserError
+
 # --- CMVN statistics in Kaldi's layout ----------------------------------------------------
 
 
@@ -24,16 +26,16 @@ def cmvn_stats(feats: Iterable[np.ndarray], dim: int | None = None) -> np.ndarra
     for mat in feats:
         mat = np.asarray(mat, dtype=np.float64)
         if mat.ndim != 2:
-            raise ValueError(f"features must be 2-D (frames x dim), got shape {mat.shape}")
+            raise UserError(f"features must be 2-D (frames x dim), got shape {mat.shape}")
         if stats is None:
             stats = np.zeros((2, mat.shape[1] + 1))
         if mat.shape[1] != stats.shape[1] - 1:
-            raise ValueError(f"feature dim {mat.shape[1]} != stats dim {stats.shape[1] - 1}")
+            raise UserError(f"feature dim {mat.shape[1]} != stats dim {stats.shape[1] - 1}")
         stats[0, :-1] += mat.sum(axis=0)
         stats[1, :-1] += np.square(mat).sum(axis=0)
         stats[0, -1] += mat.shape[0]
     if stats is None:
-        raise ValueError("no features to accumulate CMVN statistics from")
+        raise UserError("no features to accumulate CMVN statistics from")
     return stats
 
 
@@ -47,10 +49,10 @@ def cmvn_from_stats(stats: np.ndarray, floor: float = 1e-10) -> tuple[np.ndarray
     """
     stats = np.asarray(stats, dtype=np.float64)
     if stats.ndim != 2 or stats.shape[0] != 2 or stats.shape[1] < 2:
-        raise ValueError(f"CMVN stats must be 2 x (dim+1), got shape {stats.shape}")
+        raise UserError(f"CMVN stats must be 2 x (dim+1), got shape {stats.shape}")
     count = stats[0, -1]
     if count <= 0:
-        raise ValueError("CMVN statistics have a zero frame count")
+        raise UserError("CMVN statistics have a zero frame count")
     mean = stats[0, :-1] / count
     var = np.maximum(stats[1, :-1] / count - mean**2, floor)
     return mean, np.sqrt(var)

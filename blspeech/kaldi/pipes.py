@@ -42,9 +42,9 @@ def pipe_timeout() -> float | None:
         seconds = float(text) if text else 0.0
         if not seconds >= 0:  # also NaN
             raise ValueError
-    except ValueError:
+    except ValueError as e:
         raise UserError(f"{PIPE_TIMEOUT_ENV}={text!r}: expected a number of seconds (0 or "
-                        "unset: no timeout)") from None
+                        "unset: no timeout)") from e
     return seconds or None
 
 

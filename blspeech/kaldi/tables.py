@@ -54,10 +54,10 @@ def scan_lines(path: str | os.PathLike) -> tuple[dict[str, TableEntry], list[Lin
     try:
         with open(path, "rb") as f:
             data = f.read()
-    except FileNotFoundError:
-        raise KaldiFormatError(f"{path}: file not found") from None
+    except FileNotFoundError as e:
+        raise KaldiFormatError(f"{path}: file not found") from e
     except OSError as e:
-        raise KaldiFormatError(f"{path}: cannot read: {e.strerror or e}") from None
+        raise KaldiFormatError(f"{path}: cannot read: {e.strerror or e}") from e
     entries: dict[str, TableEntry] = {}
     problems: list[LineProblem] = []
     previous: bytes | None = None
@@ -157,10 +157,10 @@ def format_table(items: Iterable[tuple[str, str]] | Mapping[str, str], *, sort: 
     pairs = [(k, str(v)) for k, v in (items.items() if isinstance(items, Mapping) else items)]
     for key, value in pairs:
         if not isinstance(key, str) or key.split() != [key]:
-            raise ValueError(f"{name}: invalid table key {key!r} (must be non-empty and "
+            raise UserError(f"{name}: invalid table key {key!r} (must be non-empty and "
                              "without whitespace)")
         if "\n" in value or "\r" in value:
-            raise ValueError(f"{name}: value for {key!r} contains a line break")
+            raise UserError(f"{name}: value for {key!r} contains a line break")
     if sort:
         pairs.sort(key=lambda kv: kv[0].encode())
     return "".join(f"{key} {value}\n" if value != "" else f"{key}\n" for key, value in pairs)

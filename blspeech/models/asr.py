@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .registry import build_model_from_config
 
 
@@ -54,7 +55,7 @@ class CTCModel(_EncoderWithHead):
 
     def __init__(self, encoder: nn.Module, vocab_size: int) -> None:
         if vocab_size < 2:
-            raise ValueError(f"a CTC vocabulary needs the blank and at least one token, "
+            raise UserError(f"a CTC vocabulary needs the blank and at least one token, "
                              f"got vocab_size={vocab_size}")
         super().__init__(encoder, vocab_size)
         self.vocab_size = vocab_size
@@ -120,11 +121,11 @@ class HybridModel(_EncoderWithHead):
     def __init__(self, encoder: nn.Module, num_pdfs: int, topology: str | None = None
                  ) -> None:
         if num_pdfs < 1:
-            raise ValueError(f"a hybrid head needs at least one pdf, got num_pdfs={num_pdfs}")
+            raise UserError(f"a hybrid head needs at least one pdf, got num_pdfs={num_pdfs}")
         if topology not in TOPOLOGIES:
-            raise ValueError(f"unknown topology {topology!r}; expected one of {TOPOLOGIES}")
+            raise UserError(f"unknown topology {topology!r}; expected one of {TOPOLOGIES}")
         if topology == "token" and num_pdfs % 2 == 0:
-            raise ValueError(f"the token topology has 2 x tokens + 1 pdfs (an odd number), "
+            raise UserError(f"the token topology has 2 x tokens + 1 pdfs (an odd number), "
                              f"got num_pdfs={num_pdfs}")
         super().__init__(encoder, num_pdfs)
         self.num_pdfs = num_pdfs
@@ -159,5 +160,5 @@ def acoustic_model_from_config(config: dict[str, Any]) -> nn.Module:
     if head == "hybrid":
         return HybridModel(build_model_from_config(config["encoder"]),
                            int(config["num_pdfs"]), config.get("topology"))
-    raise ValueError(f"unknown acoustic-model head {head!r} in config; expected 'ctc' or "
+    raise UserError(f"unknown acoustic-model head {head!r} in config; expected 'ctc' or "
                      "'hybrid'")

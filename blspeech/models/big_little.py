@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UserError
 from .blocks import Stride, make_stage, pair
 
 MERGE_MODES = ("nearest", "bilinear")
@@ -63,19 +64,19 @@ class BigLittleModule(nn.Module):
     ) -> None:
         super().__init__()
         if blocks < 2:
-            raise ValueError(f"a Big-Little module needs blocks >= 2 (Big + fusion), got {blocks}")
+            raise UserError(f"a Big-Little module needs blocks >= 2 (Big + fusion), got {blocks}")
         if alpha < 1 or out_channels % alpha:
-            raise ValueError(f"alpha={alpha} must divide out_channels={out_channels}")
+            raise UserError(f"alpha={alpha} must divide out_channels={out_channels}")
         if beta < 1:
-            raise ValueError(f"beta must be >= 1, got {beta}")
+            raise UserError(f"beta must be >= 1, got {beta}")
         if merge not in MERGE_MODES:
-            raise ValueError(f"unknown merge mode {merge!r}; choose one of {MERGE_MODES}")
+            raise UserError(f"unknown merge mode {merge!r}; choose one of {MERGE_MODES}")
         self.merge = merge
         little_channels = out_channels // alpha
         little_card, little_width = cardinality, base_width
         if cardinality > 1:
             if cardinality % alpha:
-                raise ValueError(f"alpha={alpha} must divide cardinality={cardinality}")
+                raise UserError(f"alpha={alpha} must divide cardinality={cardinality}")
             little_card, little_width = cardinality // alpha, base_width * alpha
         self.big = make_stage(
             block, in_channels, out_channels, blocks - 1, pair(big_stride), last_relu=False,

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..errors import UserError
+
 Stride = int | tuple[int, int]
 
 #: ``time_mask(module, x)``: a 0/1 tensor of ``x``'s dtype that broadcasts against ``x``
@@ -203,7 +205,7 @@ def make_shortcut(
             )
             layers.append(nn.BatchNorm2d(out_channels))
     else:
-        raise ValueError(f"unknown shortcut style {style!r}; use 'avgpool' or 'conv'")
+        raise UserError(f"unknown shortcut style {style!r}; use 'avgpool' or 'conv'")
     return nn.Sequential(*layers) if layers else None
 
 
@@ -290,7 +292,7 @@ class Bottleneck(_Residual):
         super().__init__()
         width = (out_channels * base_width // 64) // self.expansion * cardinality
         if width < cardinality or width % cardinality:
-            raise ValueError(
+            raise UserError(
                 f"bottleneck width {width} from out_channels={out_channels}, "
                 f"base_width={base_width} does not split into {cardinality} groups"
             )
@@ -327,7 +329,7 @@ def block_factory(block: str) -> tuple[type[nn.Module], dict[str, bool]]:
         "se": (Bottleneck, {"se": True}),
     }
     if block not in table:
-        raise ValueError(f"unknown block type {block!r}; choose one of {', '.join(BLOCK_TYPES)}")
+        raise UserError(f"unknown block type {block!r}; choose one of {', '.join(BLOCK_TYPES)}")
     return table[block]
 
 
@@ -349,7 +351,7 @@ def make_stage(
     Big-Little module is merged before its nonlinearity).
     """
     if num_blocks < 1:
-        raise ValueError(f"a stage needs at least one block, got {num_blocks}")
+        raise UserError(f"a stage needs at least one block, got {num_blocks}")
     cls, fixed = block_factory(block)
     extra = dict(fixed, shortcut=shortcut)
     if cls is Bottleneck:

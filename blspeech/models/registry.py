@@ -19,6 +19,8 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
+
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
 
 
@@ -52,7 +54,7 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     defaults = model_defaults(name)
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"model {name!r} has no option(s) {', '.join(unknown)}; "
             f"accepted: {', '.join(sorted(defaults))}"
         )
@@ -65,14 +67,14 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
 def build_model_from_config(config: dict[str, Any]) -> nn.Module:
     """Rebuild a model from ``model.config`` (as stored in checkpoints)."""
     if "name" not in config:
-        raise ValueError("model config has no 'name' key")
+        raise UserError("model config has no 'name' key")
     options = {k: v for k, v in config.items() if k != "name"}
     return build_model(config["name"], **options)
 
 
 def _get(name: str) -> tuple[Callable[..., nn.Module], dict[str, Any]]:
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+        raise UserError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 

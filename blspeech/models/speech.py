@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .big_little import BigLittleModule
 from .blocks import (
     MaskedBatchNorm1d,
@@ -229,7 +230,7 @@ def make_exportable(encoder: nn.Module, feature_dim: int) -> nn.Module:
 
 def _check_subsampling(factor: int) -> None:
     if factor not in TIME_SUBSAMPLING:
-        raise ValueError(f"time_subsampling must be one of {TIME_SUBSAMPLING}, got {factor}")
+        raise UserError(f"time_subsampling must be one of {TIME_SUBSAMPLING}, got {factor}")
 
 
 class ResNetAM(nn.Module):
@@ -271,7 +272,7 @@ class ResNetAM(nn.Module):
         super().__init__()
         _check_subsampling(time_subsampling)
         if not len(widths) == len(blocks) == len(freq_strides):
-            raise ValueError("widths, blocks and freq_strides need one entry per stage, got "
+            raise UserError("widths, blocks and freq_strides need one entry per stage, got "
                              f"{len(widths)}, {len(blocks)} and {len(freq_strides)}")
         self.time_subsampling = time_subsampling
         t1, t2 = {1: (1, 1), 2: (2, 1), 4: (2, 2)}[time_subsampling]
@@ -284,7 +285,7 @@ class ResNetAM(nn.Module):
             nn.ReLU(inplace=True),
         )
         if big_little and freq_strides[0] != 1:
-            raise ValueError("a Big-Little ResNetAM needs freq_strides[0] == 1")
+            raise UserError("a Big-Little ResNetAM needs freq_strides[0] == 1")
         stages: list[nn.Module] = []
         cin, freq = stem_channels, num_mel_bins
         grouped = dict(cardinality=cardinality, base_width=base_width)
@@ -382,9 +383,9 @@ class QuartzNet(nn.Module):
         super().__init__()
         _check_subsampling(time_subsampling)
         if len(channels) != len(kernels):
-            raise ValueError("channels and kernels need one entry per block")
+            raise UserError("channels and kernels need one entry per block")
         if any(k % 2 == 0 for k in (stem_kernel, final_kernel, *kernels)):
-            raise ValueError("QuartzNet kernel sizes must be odd (symmetric padding)")
+            raise UserError("QuartzNet kernel sizes must be odd (symmetric padding)")
         self.time_subsampling = time_subsampling
         self.stem = nn.Sequential(
             _TCSConv(num_mel_bins, stem_channels, stem_kernel, stride=time_subsampling),
@@ -439,7 +440,7 @@ class ConformerEncoder(nn.Module):
         from torchaudio.models import Conformer
 
         if time_subsampling not in (2, 4):
-            raise ValueError(f"ConformerEncoder supports time_subsampling 2 or 4, "
+            raise UserError(f"ConformerEncoder supports time_subsampling 2 or 4, "
                              f"got {time_subsampling}")
         self.time_subsampling = time_subsampling
         s2 = 2 if time_subsampling == 4 else 1

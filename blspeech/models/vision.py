@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .big_little import BigLittleModule
 from .blocks import init_weights, make_stage
 from .registry import register_model
@@ -134,14 +135,14 @@ class ResNet(nn.Module):
 def bl_resnet(depth: int = 50, **kwargs: Any) -> BLResNet:
     """bL-ResNet of a given depth (50, 101, 152); ``kwargs`` go to :class:`BLResNet`."""
     if depth not in BL_DEPTHS:
-        raise ValueError(f"bL-ResNet depth must be one of {sorted(BL_DEPTHS)}, got {depth}")
+        raise UserError(f"bL-ResNet depth must be one of {sorted(BL_DEPTHS)}, got {depth}")
     return BLResNet(BL_DEPTHS[depth], **kwargs)
 
 
 def resnet(depth: int = 50, **kwargs: Any) -> ResNet:
     """Plain ResNet/ResNeXt baseline (depths 18 and 34 need ``block="basic"``)."""
     if depth not in RESNET_DEPTHS:
-        raise ValueError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
+        raise UserError(f"ResNet depth must be one of {sorted(RESNET_DEPTHS)}, got {depth}")
     return ResNet(RESNET_DEPTHS[depth], **kwargs)
 
 
@@ -177,12 +178,13 @@ def load_official_checkpoint(
     Files are read with ``torch.load(weights_only=True)``: no pickled code runs.
 
     Raises:
-        ValueError: naming missing/unexpected keys or mismatched shapes.
+        UserError: a missing checkpoint, or one naming missing/unexpected keys or
+            mismatched shapes.
     """
     if isinstance(src, str | os.PathLike):
         path = os.fspath(src)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
+            raise UserError(f"checkpoint {path} does not exist")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # corrupt file or pickled objects that are not tensors
@@ -190,14 +192,14 @@ def load_official_checkpoint(
             # run whatever code the file holds.
             reason = next((x.strip() for x in str(e).splitlines()
                            if x.strip() and "weights_only" not in x), type(e).__name__)
-            raise ValueError(f"cannot read checkpoint {path}: {reason}") from None
+            raise UserError(f"cannot read checkpoint {path}: {reason}") from e
         where = path
     else:
         state, where = src, "state_dict"
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, Mapping):
-        raise ValueError(f"{where}: expected a state_dict (mapping of tensors), got {type(state)}")
+        raise UserError(f"{where}: expected a state_dict (mapping of tensors), got {type(state)}")
     state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -210,7 +212,7 @@ def load_official_checkpoint(
             if keys:
                 shown = ", ".join(keys[:5]) + (f" ... (+{len(keys) - 5})" if len(keys) > 5 else "")
                 parts.append(f"{label} keys: {shown}")
-        raise ValueError(
+        raise UserError(
             f"{where} does not fit {type(model).__name__}: " + "; ".join(parts)
             + ". Build the model with the same depth/cardinality/alpha/beta as the checkpoint."
         )
