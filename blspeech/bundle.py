@@ -99,8 +99,8 @@ class Bundle:
 
     def __init__(self, entries: Mapping[str, Any], path: str = "",
                  device: str | torch.device = "cpu") -> None:
+        from .devices import resolve_device
         from .features import CMVN, LogMel
-        from .inference import resolve_device
         from .models.asr import acoustic_model_from_config
         from .text import TextNormalizer, tokenizer_from_dict
 
@@ -127,6 +127,11 @@ class Bundle:
         self.decoding = dict(entries.get("decoding") or {})
         #: Recordings longer than this many feature frames run in chunks (None: never).
         self.chunk_frames: int | None = None if self._attends_globally() else 2000
+
+    @property
+    def global_cmvn(self) -> torch.nn.Module | None:
+        """The training data's global CMVN (as on a loaded checkpoint), or None."""
+        return self.cmvn
 
     def _attends_globally(self) -> bool:
         return any(isinstance(m, torch.nn.MultiheadAttention) for m in self.model.modules())

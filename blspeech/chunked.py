@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple, Protocol
@@ -75,10 +76,6 @@ class Chunk(NamedTuple):
     end: int
     keep_start: int
     keep_end: int
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _encoder(model: nn.Module) -> nn.Module:
@@ -220,7 +217,7 @@ def default_chunk_frames(context: tuple[int, int], subsampling: int) -> int:
         (2000, 4912)
     """
     frames = max(DEFAULT_CHUNK_FRAMES, CONTEXT_SHARE * (context[0] + context[1]))
-    return _ceil_div(frames, subsampling) * subsampling
+    return math.ceil(frames / subsampling) * subsampling
 
 
 def plan_chunks(num_frames: int, chunk_frames: int, context: tuple[int, int],
@@ -243,11 +240,11 @@ def plan_chunks(num_frames: int, chunk_frames: int, context: tuple[int, int],
     left, right = context
     if left < 0 or right < 0:
         raise UserError(f"context must be two frame counts >= 0, got {context}")
-    left = _ceil_div(left, subsampling) * subsampling
+    left = math.ceil(left / subsampling) * subsampling
     chunks = []
     for first in range(0, num_frames, chunk_frames):
         last = min(first + chunk_frames, num_frames)
-        keep_start, keep_end = first // subsampling, _ceil_div(last, subsampling)
+        keep_start, keep_end = first // subsampling, math.ceil(last / subsampling)
         # The last kept output frame is computed around input frame s * (keep_end - 1).
         end = min(num_frames, subsampling * (keep_end - 1) + right + 1)
         chunks.append(Chunk(max(0, first - left), end, keep_start, keep_end))
@@ -340,7 +337,7 @@ def chunked_forward(model: nn.Module, feats: torch.Tensor | FrameSource, *,
     for first, piece in iter_chunked(model, source, chunk_frames=chunk_frames, device=device,
                                      context=context):
         if out is None:
-            frames = _ceil_div(len(source), _subsampling(model))
+            frames = math.ceil(len(source) / _subsampling(model))
             out = piece.new_empty((frames, *piece.shape[1:]),
                                   device=out_device if out_device is not None else piece.device)
         out[first:first + len(piece)] = piece
@@ -373,18 +370,11 @@ def chunked_log_probs(model_or_bundle: Any, feats: torch.Tensor | FrameSource, *
 
 
 def _bundle_cmvn(bundle: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    stats = getattr(bundle, "cmvn_stats", None)
-    if isinstance(stats, torch.Tensor):  # AcousticModelBundle: Kaldi statistics
-        from .kaldi import cmvn_from_stats
-
-        mean, std = (torch.as_tensor(v, dtype=torch.float32)
-                     for v in cmvn_from_stats(stats.cpu().numpy()))
-        norm_vars = bool(getattr(bundle, "norm_vars", True))
-        return lambda x: (x - mean.to(x)) / std.to(x) if norm_vars else x - mean.to(x)
-    cmvn = getattr(bundle, "cmvn", None)
-    if isinstance(cmvn, nn.Module):  # a CMVN module
-        return lambda x: cmvn(x.to(cmvn.mean.device))
-    return None
+    # Both kinds of loaded model keep their global CMVN as a blspeech.features.CMVN.
+    cmvn = getattr(bundle, "global_cmvn", None)
+    if cmvn is None:
+        return None
+    return lambda x: cmvn(x.to(cmvn.mean.device))
 
 
 class _Mapped:

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import UserError
+from .devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -54,25 +54,6 @@ def env_ranks() -> tuple[int, int, int]:
 def launched_by_torchrun() -> bool:
     """True when the torchrun rendezvous variables are set."""
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
-
-
-def resolve_device(device: str | None = None, local_rank: int = 0) -> torch.device:
-    """``cpu``/``cuda`` (default: cuda when available); CUDA picks the GPU ``local_rank``.
-
-    Raises:
-        ValueError: cuda requested but unavailable, or fewer GPUs than local processes.
-    """
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if kind not in ("cpu", "cuda"):
-        raise UserError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if kind == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but CUDA is not available")
-    if local_rank >= torch.cuda.device_count():
-        raise UserError(f"local rank {local_rank} has no GPU: only "
-                         f"{torch.cuda.device_count()} visible; lower --nproc-per-node")
-    return torch.device("cuda", local_rank)
 
 
 def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> DistContext:

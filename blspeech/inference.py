@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .devices import resolve_device
 from .errors import UserError
 
 #: Checkpoint keys an acoustic model needs beyond ``model`` and ``model_config``.
@@ -57,6 +58,14 @@ class AcousticModelBundle:
     data_source: str
     device: torch.device
     path: str = ""
+
+    def __post_init__(self) -> None:
+        from .features import CMVN
+
+        #: The training data's global CMVN as a module (None unless ``cmvn`` is global):
+        #: the one implementation that training, bundles and chunked inference share.
+        self.global_cmvn = (None if self.cmvn_stats is None else
+                            CMVN.from_stats(self.cmvn_stats, self.norm_vars).to(self.device))
 
     @property
     def is_hybrid(self) -> bool:
@@ -153,15 +162,8 @@ class AcousticModelBundle:
         """
         feats = feats.to(self.device, non_blocking=True)
         lengths = lengths.to(self.device)
-        if self.cmvn_stats is not None:
-            from .kaldi import cmvn_from_stats
-
-            mean, std = cmvn_from_stats(self.cmvn_stats.cpu().numpy())
-            feats = feats - torch.as_tensor(mean, dtype=feats.dtype, device=feats.device)
-            if self.norm_vars:
-                feats = feats / torch.as_tensor(std, dtype=feats.dtype, device=feats.device)
-            valid = torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]
-            feats = feats * valid[..., None]
+        if self.global_cmvn is not None:
+            feats = self.global_cmvn(feats, lengths)
         with torch.inference_mode():
             log_probs, out_lengths = self.model(feats, lengths)
         return log_probs.float(), out_lengths
@@ -212,20 +214,6 @@ def _user_errors_from_workers(loader: Any) -> Iterator[dict[str, Any]]:
             last = text.splitlines()[-1]
             raise UserError(re.sub(r"^[\w.]+: ", "", last, count=1)) from e
         yield batch
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``'cpu'``, ``'cuda'``, ``'cuda:1'`` ... as a device, with a clear error if unusable."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise UserError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} requested but CUDA is not available; use --device "
-                        "cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"unsupported device {device!r}; use cpu, cuda or cuda:N")
-    return dev
 
 
 def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "cpu", *,

@@ -96,7 +96,7 @@ def build_scheduler(
     """
     if total_steps < 1 or warmup_steps < 0:
         raise UserError(f"need total_steps >= 1 and warmup_steps >= 0, "
-                         f"got {total_steps} and {warmup_steps}")
+                        f"got {total_steps} and {warmup_steps}")
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise UserError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
     fn = functools.partial(warmup_cosine, warmup_steps=warmup_steps, total_steps=total_steps,

@@ -64,10 +64,10 @@ def _read_id_list(path: str) -> list[str]:
 
 @_os_errors_are_user_errors
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..datadir import DataDir
+    from ..datadir import DataDir, check_data_dir
 
     data = DataDir.load(args.dir, strict=False)
-    problems = data.validate(check_files=not args.no_check_files)
+    problems = check_data_dir(data, check_files=not args.no_check_files)
     errors = sum(p.level == "error" for p in problems)
     warnings = len(problems) - errors
     for p in problems:

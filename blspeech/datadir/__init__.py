@@ -40,7 +40,7 @@ from .ops import (
     speed_prefix,
     subset_data_dir,
 )
-from .validate import validate_data_dir
+from .validate import check_data_dir, validate_data_dir
 
 __all__ = [
     "COPIED_FILES",
@@ -52,6 +52,7 @@ __all__ = [
     "UTT_TABLES",
     "DataDir",
     "Problem",
+    "check_data_dir",
     "combine_data_dirs",
     "fix_data_dir",
     "perturb_speed",

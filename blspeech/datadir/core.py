@@ -429,13 +429,6 @@ class DataDir:
             out.tables[name] = {k: e for k, e in entries.items() if k in wanted}
         return out
 
-    def validate(self, *, check_files: bool = True,
-                 allow_commands: bool | None = None) -> list[Problem]:
-        """Every problem of this dir (see :func:`validate_data_dir`)."""
-        from .validate import check  # validate imports this module
-
-        return check(self, check_files, allow_commands)
-
 
 def per_utterance(d: DataDir, name: str) -> bool:
     """Whether a speaker table (cmvn.scp) is keyed by utterance (per-utterance CMVN)."""

@@ -51,11 +51,13 @@ def validate_data_dir(path: str | os.PathLike, *, check_files: bool = True,
         >>> [str(p) for p in validate_data_dir("data/train")]     # doctest: +SKIP
         ["data/train/segments:3: utt 'rec1-003': end time 1.2 is not after start time 1.5"]
     """
-    return DataDir.load(path, strict=False).validate(check_files=check_files,
-                                                     allow_commands=allow_commands)
+    return check_data_dir(DataDir.load(path, strict=False), check_files=check_files,
+                          allow_commands=allow_commands)
 
 
-def check(d: DataDir, check_files: bool, allow_commands: bool | None = None) -> list[Problem]:
+def check_data_dir(d: DataDir, *, check_files: bool = True,
+                   allow_commands: bool | None = None) -> list[Problem]:
+    """Every problem of a loaded data dir (see :func:`validate_data_dir`)."""
     problems: list[Problem] = []
     segs = d.has("segments")
 

@@ -158,7 +158,7 @@ def format_table(items: Iterable[tuple[str, str]] | Mapping[str, str], *, sort: 
     for key, value in pairs:
         if not isinstance(key, str) or key.split() != [key]:
             raise UserError(f"{name}: invalid table key {key!r} (must be non-empty and "
-                             "without whitespace)")
+                            "without whitespace)")
         if "\n" in value or "\r" in value:
             raise UserError(f"{name}: value for {key!r} contains a line break")
     if sort:

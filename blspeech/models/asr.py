@@ -56,7 +56,7 @@ class CTCModel(_EncoderWithHead):
     def __init__(self, encoder: nn.Module, vocab_size: int) -> None:
         if vocab_size < 2:
             raise UserError(f"a CTC vocabulary needs the blank and at least one token, "
-                             f"got vocab_size={vocab_size}")
+                            f"got vocab_size={vocab_size}")
         super().__init__(encoder, vocab_size)
         self.vocab_size = vocab_size
         self.blank_id = 0
@@ -126,7 +126,7 @@ class HybridModel(_EncoderWithHead):
             raise UserError(f"unknown topology {topology!r}; expected one of {TOPOLOGIES}")
         if topology == "token" and num_pdfs % 2 == 0:
             raise UserError(f"the token topology has 2 x tokens + 1 pdfs (an odd number), "
-                             f"got num_pdfs={num_pdfs}")
+                            f"got num_pdfs={num_pdfs}")
         super().__init__(encoder, num_pdfs)
         self.num_pdfs = num_pdfs
         self.topology = topology
@@ -161,4 +161,4 @@ def acoustic_model_from_config(config: dict[str, Any]) -> nn.Module:
         return HybridModel(build_model_from_config(config["encoder"]),
                            int(config["num_pdfs"]), config.get("topology"))
     raise UserError(f"unknown acoustic-model head {head!r} in config; expected 'ctc' or "
-                     "'hybrid'")
+                    "'hybrid'")

@@ -32,7 +32,6 @@ from torch import nn
 
 from .big_little import BigLittleModule
 from .blocks import BasicBlock, Bottleneck, MaskedBatchNorm1d, MaskedBatchNorm2d
-from .vision import BLResNet, ResNet
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -40,19 +39,11 @@ _BLOCK_PAIRS: Pairs = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 
 #: ``(conv_attr, bn_attr)`` pairs, per module class, where ``forward`` applies the BN directly
 #: to the conv's output and uses the conv's output nowhere else. Missing attributes are
-#: skipped (a BasicBlock has no ``conv3``).
+#: skipped (a BasicBlock has no ``conv3``). Model modules add their own classes with
+#: :func:`register_fuse_pairs` (the vision backbones do), so this module knows no models.
 FUSE_PAIRS: dict[type[nn.Module], Pairs] = {
     BasicBlock: _BLOCK_PAIRS,
     Bottleneck: _BLOCK_PAIRS,
-    ResNet: (("conv1", "bn1"),),
-    BLResNet: (
-        ("conv1", "bn1"),
-        ("b_conv0", "bn_b0"),
-        ("l_conv0", "bn_l0"),
-        ("l_conv1", "bn_l1"),
-        ("l_conv2", "bn_l2"),
-        ("bl_init", "bn_bl_init"),
-    ),
     BigLittleModule: (),  # its conv/BN pair is the Sequential ``little_e``
 }
 

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -62,10 +63,6 @@ def subsampled_lengths(lengths: torch.Tensor, factor: int) -> torch.Tensor:
     for _ in range(factor.bit_length() - 1):
         lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
     return lengths
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 def _zero_padding(out: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -273,7 +270,7 @@ class ResNetAM(nn.Module):
         _check_subsampling(time_subsampling)
         if not len(widths) == len(blocks) == len(freq_strides):
             raise UserError("widths, blocks and freq_strides need one entry per stage, got "
-                             f"{len(widths)}, {len(blocks)} and {len(freq_strides)}")
+                            f"{len(widths)}, {len(blocks)} and {len(freq_strides)}")
         self.time_subsampling = time_subsampling
         t1, t2 = {1: (1, 1), 2: (2, 1), 4: (2, 2)}[time_subsampling]
         self.stem = nn.Sequential(
@@ -303,7 +300,7 @@ class ResNetAM(nn.Module):
                 stride = fs
                 stages.append(make_stage(block, cin, width, n, stride=(fs, 1), **grouped))
             cin = width
-            freq = _ceil_div(freq, stride)  # a stride-s 3x3 conv with padding 1
+            freq = math.ceil(freq / stride)  # a stride-s 3x3 conv with padding 1
         self.stages = nn.Sequential(*stages)
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(cin * freq, output_dim)
@@ -441,14 +438,14 @@ class ConformerEncoder(nn.Module):
 
         if time_subsampling not in (2, 4):
             raise UserError(f"ConformerEncoder supports time_subsampling 2 or 4, "
-                             f"got {time_subsampling}")
+                            f"got {time_subsampling}")
         self.time_subsampling = time_subsampling
         s2 = 2 if time_subsampling == 4 else 1
         c = subsampling_channels
         self.subsample = nn.Sequential(
             nn.Conv2d(1, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, stride=(s2, 2), padding=1), nn.ReLU(inplace=True))
-        freq = _ceil_div(_ceil_div(num_mel_bins, 2), 2)
+        freq = math.ceil(math.ceil(num_mel_bins / 2) / 2)
         self.proj = nn.Linear(c * freq, d_model)
         self.conformer = Conformer(input_dim=d_model, num_heads=num_heads, ffn_dim=ffn_dim,
                                    num_layers=num_layers, depthwise_conv_kernel_size=conv_kernel,

@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import UserError
 from .big_little import BigLittleModule
 from .blocks import init_weights, make_stage
+from .bn_fold import register_fuse_pairs
 from .registry import register_model
 
 # bL depths count Big + fusion blocks per stage, so bL-ResNet-101/152 use other stage
@@ -130,6 +131,13 @@ class ResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.forward_features(x).mean(dim=(2, 3)))
+
+
+# The conv/BN pairs that forward() chains directly (blspeech.models.fuse folds them).
+register_fuse_pairs(ResNet, (("conv1", "bn1"),))
+register_fuse_pairs(BLResNet, (("conv1", "bn1"), ("b_conv0", "bn_b0"), ("l_conv0", "bn_l0"),
+                               ("l_conv1", "bn_l1"), ("l_conv2", "bn_l2"),
+                               ("bl_init", "bn_bl_init")))
 
 
 def bl_resnet(depth: int = 50, **kwargs: Any) -> BLResNet:
