@@ -3,7 +3,8 @@
 Each sub-command parses its options and calls one function of the library; results that
 scripts read are printed as JSON. User mistakes (:class:`~blspeech.errors.UserError`) end
 with one ``error:`` line and exit code 2 (``--debug`` or ``BLSPEECH_DEBUG=1``: with their
-traceback); any other exception is a bug of ours and shows its traceback. Commands live
+traceback), and so does an ``OSError`` naming a file (a path that cannot be read or
+written); any other exception is a bug of ours and shows its traceback. Commands live
 in one module per area (``models``, ...), each with a ``register(subparsers)`` function.
 """
 
@@ -59,12 +60,23 @@ def _debug(args: argparse.Namespace) -> bool:
     return bool(args.debug) or os.environ.get("BLSPEECH_DEBUG", "") not in ("", "0")
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        return args.func(args)
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # A path the user named that cannot be read or written (missing, a directory,
+        # no permission, disk full): theirs to fix.
+        raise UserError(f"{e.filename}: {e.strerror or e}") from e
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         with _commands_switch(getattr(args, "no_wavscp_commands", False)):
-            return args.func(args)
+            return _run(args)
     except UserError as e:
         # A user mistake: the message says what and where. Anything else is our bug and
         # keeps its traceback.

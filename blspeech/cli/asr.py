@@ -34,17 +34,13 @@ def _warnings_as_lines(command: str) -> Iterator[None]:
 
 
 def _command(name: str):
-    """Wrap a command: warnings as one-liners, unreadable/unwritable paths as user errors."""
+    """Wrap a command: its warnings are one-liners."""
 
     def wrap(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
         @functools.wraps(func)
         def run(args: argparse.Namespace) -> int:
             with _warnings_as_lines(name):
-                try:
-                    return func(args)
-                except OSError as e:
-                    where = f"{e.filename}: " if e.filename else ""
-                    raise UserError(f"{where}{e.strerror or e}") from e
+                return func(args)
         return run
 
     return wrap

@@ -4,32 +4,17 @@
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import sys
-from collections.abc import Callable
 
 from .common import UserError, positive
 
 EXIT_PROBLEMS = 1
+_RAW = argparse.RawDescriptionHelpFormatter
 
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def _os_errors_are_user_errors(func: Callable[[argparse.Namespace], int]):
-    """An unreadable or unwritable path is the user's to fix: one line, exit 2."""
-
-    @functools.wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except OSError as e:
-            where = f"{e.filename}: " if e.filename else ""
-            raise UserError(f"{where}{e.strerror or e}") from e
-
-    return wrapper
 
 
 def _factors(text: str) -> list[float]:
@@ -62,7 +47,6 @@ def _read_id_list(path: str) -> list[str]:
     return ids
 
 
-@_os_errors_are_user_errors
 def cmd_validate(args: argparse.Namespace) -> int:
     from ..datadir import DataDir, check_data_dir
 
@@ -83,7 +67,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_PROBLEMS if errors else 0
 
 
-@_os_errors_are_user_errors
 def cmd_fix(args: argparse.Namespace) -> int:
     from ..datadir import fix_data_dir
 
@@ -91,7 +74,6 @@ def cmd_fix(args: argparse.Namespace) -> int:
     return 0
 
 
-@_os_errors_are_user_errors
 def cmd_subset(args: argparse.Namespace) -> int:
     from ..datadir import subset_data_dir
 
@@ -107,7 +89,6 @@ def cmd_subset(args: argparse.Namespace) -> int:
     return 0
 
 
-@_os_errors_are_user_errors
 def cmd_combine(args: argparse.Namespace) -> int:
     from ..datadir import combine_data_dirs
 
@@ -118,7 +99,6 @@ def cmd_combine(args: argparse.Namespace) -> int:
     return 0
 
 
-@_os_errors_are_user_errors
 def cmd_perturb(args: argparse.Namespace) -> int:
     from ..datadir import perturb_speed
 
@@ -126,12 +106,9 @@ def cmd_perturb(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the ``blspeech`` parser."""
-    raw = argparse.RawDescriptionHelpFormatter
-
+def _add_validate_data_dir(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "validate-data-dir", formatter_class=raw,
+        "validate-data-dir", formatter_class=_RAW,
         help="check a Kaldi data dir and list every problem",
         description=(
             "Check a Kaldi data dir (like Kaldi's utils/validate_data_dir.sh) and print\n"
@@ -154,8 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "BLSPEECH_NO_WAVSCP_COMMANDS=1) would fail")
     p.set_defaults(func=cmd_validate)
 
+
+def _add_fix_data_dir(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "fix-data-dir", formatter_class=raw,
+        "fix-data-dir", formatter_class=_RAW,
         help="sort a data dir and drop inconsistent entries (utils/fix_data_dir.sh)",
         description=(
             "Repair a data dir in place, like Kaldi's utils/fix_data_dir.sh: sort every\n"
@@ -169,8 +148,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep entries whose audio file or feature archive does not exist")
     p.set_defaults(func=cmd_fix)
 
+
+def _add_subset_data_dir(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "subset-data-dir", formatter_class=raw,
+        "subset-data-dir", formatter_class=_RAW,
         help="copy part of a data dir (utils/subset_data_dir.sh)",
         description=(
             "Copy the chosen utterances of SRC to DST, like Kaldi's\n"
@@ -191,8 +172,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for --random (default: 0)")
     p.set_defaults(func=cmd_subset)
 
+
+def _add_combine_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "combine-data", formatter_class=raw,
+        "combine-data", formatter_class=_RAW,
         help="merge data dirs into one (utils/combine_data.sh)",
         description=(
             "Write the union of the SRC data dirs to DST, like Kaldi's\n"
@@ -204,8 +187,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("srcs", nargs="+", metavar="SRC", help="source data dirs")
     p.set_defaults(func=cmd_combine)
 
+
+def _add_perturb_speed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "perturb-speed", formatter_class=raw,
+        "perturb-speed", formatter_class=_RAW,
         help="3-way speed perturbation of a data dir (perturb_data_dir_speed_3way.sh)",
         description=(
             "Write speed-perturbed copies of SRC to DST, like Kaldi's\n"
@@ -220,3 +205,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factors", type=_factors, default=[0.9, 1.0, 1.1], metavar="F,F,...",
                    help="comma-separated speed factors (default: 0.9,1.0,1.1)")
     p.set_defaults(func=cmd_perturb)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands to the ``blspeech`` parser."""
+    for add in (_add_validate_data_dir, _add_fix_data_dir, _add_subset_data_dir,
+                _add_combine_data, _add_perturb_speed):
+        add(sub)

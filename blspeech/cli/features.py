@@ -30,8 +30,7 @@ def cmd_compute_cmvn(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the ``blspeech`` parser."""
+def _add_compute_feats(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compute-feats",
         help="compute Kaldi-compatible log mel features for a data dir",
@@ -74,6 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_compute_feats)
 
+
+def _add_compute_cmvn(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compute-cmvn",
         help="accumulate CMVN statistics from DIR/feats.scp",
@@ -95,3 +96,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="refuse to run feats.scp entries that are commands ('... |'), as "
                         "BLSPEECH_NO_WAVSCP_COMMANDS=1 does")
     p.set_defaults(func=cmd_compute_cmvn, mode="global")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands to the ``blspeech`` parser."""
+    for add in (_add_compute_feats, _add_compute_cmvn):
+        add(sub)

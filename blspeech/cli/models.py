@@ -40,14 +40,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the ``blspeech`` parser."""
+def _add_list_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list-models", help="list registered model names",
                        description="List the names build_model() accepts.")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print each model's full default config as a JSON line")
     p.set_defaults(func=cmd_list_models)
 
+
+def _add_profile(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "profile",
         help="count parameters and MACs of a model and time its forward pass",
@@ -70,3 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any model option, e.g. --set num_classes=10 (repeatable)")
     p.set_defaults(func=cmd_profile)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands to the ``blspeech`` parser."""
+    for add in (_add_list_models, _add_profile):
+        add(sub)

@@ -43,8 +43,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the ``blspeech`` parser."""
+def _add_train_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-tokenizer",
         help="train a character or BPE tokenizer on a data dir's transcripts",
@@ -70,6 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="drop punctuation (apostrophes inside words stay)")
     p.set_defaults(func=cmd_train_tokenizer)
 
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a CTC or HMM-hybrid acoustic model (one process, or DDP under torchrun)",
@@ -124,3 +125,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue from EXP_DIR/last.pt when it exists; --no-resume deletes "
                         "an earlier run's checkpoints and starts over (default: resume)")
     p.set_defaults(func=cmd_train)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands to the ``blspeech`` parser."""
+    for add in (_add_train_tokenizer, _add_train):
+        add(sub)
