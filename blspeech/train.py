@@ -77,26 +77,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import distributed as dist_utils
-from .checkpoint import (
-    capture_rng_state,
-    copy_checkpoint,
-    make_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from .checkpoint import make_checkpoint, save_checkpoint
 from .errors import UserError
 from .fileio import atomic_write
-from .optim import build_optimizer, optimizer_step, sync_lr
+from .optim import build_optimizer, optimizer_step
 from .train_ckpt import average_checkpoints, prune, remove_old_run
 from .train_common import (  # shared trainer plumbing: same log format and metrics files
     TqdmHandler,
     append_metrics,
     autocast_context,
-    read_metrics,
-    rewrite_metrics,
 )
 from .train_config import build_config, config_diff, plain
 from .train_prep import Prepared, build_lr_scheduler, prepare
+from .train_state import Progress, check_same_checkpoint, restore_state, save_state, trim_metrics
 
 log = logging.getLogger("blspeech.train")
 
@@ -249,10 +242,7 @@ class _Run:
                 remove_old_run(self.exp)
         dist_utils.barrier()
         _setup_logging(self.exp, ctx.rank, fresh)
-        seen = dist_utils.all_gather_object(-1 if fresh else p.ckpt["step"])
-        if len(set(seen)) > 1:
-            raise UserError(f"ranks found different checkpoints in {self.exp} (steps {seen}); "
-                            "--exp-dir must be on a filesystem shared by all nodes")
+        check_same_checkpoint(self.exp, -1 if fresh else p.ckpt["step"])
         if self.dev.type == "cuda":
             torch.backends.cudnn.benchmark = False  # varying shapes: autotuning never pays
         # Channels-last 2-D convolutions skip oneDNN's layout reorders on the CPU (a
@@ -302,29 +292,20 @@ class _Run:
                 self.writer.close()
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        sync_lr(self.scheduler)  # follow the current schedule, e.g. after raising epochs
-        if ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        self.epoch, self.step = int(ckpt["epoch"]), int(ckpt["step"])
-        self.best = math.inf if ckpt["best_metric"] is None else float(ckpt["best_metric"])
+        progress = restore_state(ckpt, self.model, self.optimizer, self.scheduler, self.scaler,
+                                 rank=self.ctx.rank, world_size=self.ctx.world_size)
+        self.epoch, self.step = progress.epoch, progress.step
+        self.best = math.inf if progress.best is None else progress.best
         self.bad_epochs = int(ckpt.get("bad_epochs", 0))
         self.last_row = dict(ckpt.get("metrics") or {})
         if ckpt.get("epoch_stats") and ckpt["loader"]["epoch"] == self.epoch:
             self.epoch_stats = {k: float(v) for k, v in ckpt["epoch_stats"].items()}
-        rng = ckpt.get("rng") or []
-        if len(rng) == self.ctx.world_size:
-            restore_rng_state(rng[self.ctx.rank])
         changed = config_diff(ckpt.get("config") or {}, self.cfg)
         log.info("resumed from %s: %d epoch(s) and %d step(s) done%s",
                  os.path.join(self.exp, "last.pt"), self.epoch, self.step,
                  f"; config changed: {', '.join(changed)}" if changed else "")
         if self.ctx.is_main:
-            path = os.path.join(self.exp, "metrics.jsonl")
-            rewrite_metrics(path, [r for r in read_metrics(path)
-                                    if r.get("epoch", 0) <= self.epoch])
+            trim_metrics(os.path.join(self.exp, "metrics.jsonl"), self.epoch)
 
     # -- the loop
 
@@ -616,22 +597,15 @@ class _Run:
         dist_utils.barrier()
 
     def _save(self, path: str, best: bool = False) -> None:
-        """Write a full checkpoint (collective: gathers every rank's RNG), link best.pt
-        (when ``best``), then last.pt: a crash in between leaves an older last.pt, and
-        resuming redoes the work since."""
-        rng = dist_utils.all_gather_object(capture_rng_state())
-        if not self.ctx.is_main:
-            return
-        state = make_checkpoint(
-            self.model, self.optimizer, self.scheduler, self.scaler, epoch=self.epoch,
-            step=self.step, best_metric=None if math.isinf(self.best) else self.best, rng=rng,
-            extra={**self.p.inference_payload(), "loader": self.p.train_loader.state_dict(),
-                   "metrics": plain(self.last_row), "bad_epochs": self.bad_epochs,
-                   "epoch_stats": dict(self.epoch_stats)})
-        save_checkpoint(path, state)
-        if best:
-            copy_checkpoint(path, self._path("best.pt"))
-        copy_checkpoint(path, self._path("last.pt"))
+        """Write a full checkpoint (a collective), then link best.pt (when ``best``) and
+        last.pt to it (see :func:`~blspeech.train_state.save_state`)."""
+        progress = Progress(self.epoch, self.step, None if math.isinf(self.best) else self.best)
+        extra = {**self.p.inference_payload(), "loader": self.p.train_loader.state_dict(),
+                 "metrics": plain(self.last_row), "bad_epochs": self.bad_epochs,
+                 "epoch_stats": dict(self.epoch_stats)}
+        links = [self._path("best.pt")] if best else []
+        save_state(path, self.model, self.optimizer, self.scheduler, self.scaler, progress,
+                   is_main=self.ctx.is_main, extra=extra, links=[*links, self._path("last.pt")])
 
     def _average(self) -> None:
         n = self.t["average_last_n"]

@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,25 +36,17 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from . import distributed as dist_utils
-from .checkpoint import (
-    capture_rng_state,
-    copy_checkpoint,
-    load_checkpoint,
-    make_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-)
+from .checkpoint import load_checkpoint
 from .errors import UserError
 from .models import build_model, build_model_from_config, list_models
-from .optim import OPTIMIZERS, build_optimizer, build_scheduler, optimizer_step, sync_lr
+from .optim import OPTIMIZERS, build_optimizer, build_scheduler, optimizer_step
 from .train_common import (
     TqdmHandler,
     append_metrics,
     autocast_context,
-    read_metrics,
-    rewrite_metrics,
     seed_everything,
 )
+from .train_state import Progress, check_same_checkpoint, restore_state, save_state, trim_metrics
 from .vision_data import ShardSampler, build_train_set, build_val_set, train_classes
 
 log = logging.getLogger("blspeech.train_vision")
@@ -327,24 +320,72 @@ def run_training(args: argparse.Namespace) -> int:
         dist_utils.cleanup()
 
 
+@dataclass
+class _Loop:
+    """What one ImageNet run trains with: the modules, their data and its files."""
+
+    args: argparse.Namespace
+    ctx: dist_utils.DistContext
+    model: nn.Module
+    ddp_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    train_sampler: DistributedSampler
+    train_loader: DataLoader
+    val_loader: DataLoader
+    steps_per_epoch: int
+    classes: list[str]
+    writer: Any = None
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.args.exp_dir, name)
+
+
 def _train(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Module,
            classes: list[str], train_set: Dataset, val_set: Dataset, ckpt: dict | None
            ) -> int:
     _setup_logging(args.exp_dir, ctx.rank)
-    dev = ctx.device
-    if dev.type == "cuda":
+    if ctx.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    metrics_path = os.path.join(args.exp_dir, "metrics.jsonl")
-    last_path = os.path.join(args.exp_dir, "last.pt")
-    best_path = os.path.join(args.exp_dir, "best.pt")
-    num_classes = model.config["num_classes"]
+    check_same_checkpoint(args.exp_dir, -1 if ckpt is None else ckpt["epoch"])
+    loop = _build_loop(args, ctx, model, classes, train_set, val_set)
+    progress = _resume(loop, ckpt)
+    del ckpt  # free the checkpoint's copy of the weights
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("model %s (%.2fM params), %d classes, %d train / %d val images, world size %d, "
+             "device %s, amp %s", args.model, n_params / 1e6, len(classes), len(train_set),
+             len(val_set), ctx.world_size, ctx.device, args.amp)
+    log.info("%d steps/epoch, global batch %d, epochs %d..%d", loop.steps_per_epoch,
+             args.batch_size * ctx.world_size, progress.epoch + 1, args.epochs)
+    if progress.epoch >= args.epochs:
+        log.info("nothing to do: %d of %d epochs already done", progress.epoch, args.epochs)
+        return 0
+    if ctx.is_main:
+        from torch.utils.tensorboard import SummaryWriter
 
-    # A multi-node job must see the same checkpoint everywhere (shared --exp-dir).
-    seen = dist_utils.all_gather_object(-1 if ckpt is None else ckpt["epoch"])
-    if len(set(seen)) > 1:
-        raise UserError(f"ranks found different checkpoints in {args.exp_dir} (epochs {seen}); "
-                        "--exp-dir must be on a filesystem shared by all nodes")
+        loop.writer = SummaryWriter(loop.path("tb"))
+    try:
+        for epoch in range(progress.epoch, args.epochs):
+            t0 = time.time()
+            train_loss, lr = _train_epoch(loop, epoch, progress)
+            # Evaluate the bare model: DDP's forward would sync buffers in a collective that
+            # ranks with fewer validation batches never reach.
+            dist_utils.broadcast_buffers(model)
+            val = evaluate(model, loop.val_loader, ctx.device, args.amp, len(classes))
+            row = {"epoch": epoch + 1, "step": progress.step, "train_loss": train_loss,
+                   "val_loss": val["val_loss"], "top1": val["top1"], "top5": val["top5"],
+                   "lr": lr, "seconds": time.time() - t0}
+            _end_epoch(loop, progress, row)
+    finally:
+        if loop.writer is not None:
+            loop.writer.close()
+    return 0
 
+
+def _build_loop(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Module,
+                classes: list[str], train_set: Dataset, val_set: Dataset) -> _Loop:
+    dev = ctx.device
     train_sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
                                        shuffle=True, seed=args.seed, drop_last=False)
     train_loader = _loader(train_set, args.batch_size, train_sampler, args.workers, dev,
@@ -358,141 +399,113 @@ def _train(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Modu
     if steps_per_epoch == 0:
         raise UserError(f"train/ has {len(train_set)} images: too few for --batch-size "
                         f"{args.batch_size} on {ctx.world_size} process(es)")
-
     model.to(dev)
     optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
     scheduler = build_scheduler(optimizer, round(args.warmup_epochs * steps_per_epoch),
                                 steps_per_epoch * args.epochs, args.min_lr_ratio)
     scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
-
-    start_epoch, step, best = 0, 0, -math.inf
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        sync_lr(scheduler)  # follow the current schedule, e.g. after raising --epochs
-        if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        start_epoch, step = ckpt["epoch"], ckpt["step"]
-        best = ckpt["best_metric"] if ckpt["best_metric"] is not None else -math.inf
-        rng = ckpt.get("rng") or []
-        if len(rng) == ctx.world_size:
-            restore_rng_state(rng[ctx.rank])
-        else:
-            log.warning("checkpoint has RNG states for %d ranks, this job has %d: reseeding",
-                        len(rng), ctx.world_size)
-            seed_everything(args.seed + ctx.rank + 1000 * start_epoch)
-        log.info("resumed from %s: %d epoch(s), %d step(s) done, best top-1 %.2f",
-                 last_path, start_epoch, step, best)
-        if ctx.is_main:
-            rewrite_metrics(metrics_path, [r for r in read_metrics(metrics_path)
-                                            if r.get("epoch", 0) <= start_epoch])
-    elif ctx.is_main:
-        if os.path.exists(last_path):
-            log.warning("%s exists but --resume is not set: training starts over", last_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(metrics_path)
-    del ckpt  # free the checkpoint's copy of the weights
-
     ddp_model: nn.Module = model
     if ctx.distributed:
         ddp_model = DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return _Loop(args, ctx, model, ddp_model, optimizer, scheduler, scaler, train_sampler,
+                 train_loader, val_loader, steps_per_epoch, classes)
 
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s (%.2fM params), %d classes, %d train / %d val images, world size %d, "
-             "device %s, amp %s", args.model, n_params / 1e6, num_classes, len(train_set),
-             len(val_set), ctx.world_size, dev, args.amp)
-    log.info("%d steps/epoch, global batch %d, epochs %d..%d", steps_per_epoch,
-             args.batch_size * ctx.world_size, start_epoch + 1, args.epochs)
-    if start_epoch >= args.epochs:
-        log.info("nothing to do: %d of %d epochs already done", start_epoch, args.epochs)
-        return 0
 
-    writer = None
+def _resume(loop: _Loop, ckpt: dict | None) -> Progress:
+    """The run's counters: restored from ``ckpt``, or a fresh start (old metrics removed)."""
+    args, ctx = loop.args, loop.ctx
+    metrics_path = loop.path("metrics.jsonl")
+    if ckpt is None:
+        if ctx.is_main:
+            if os.path.exists(loop.path("last.pt")):
+                log.warning("%s exists but --resume is not set: training starts over",
+                            loop.path("last.pt"))
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(metrics_path)
+        return Progress()
+    progress = restore_state(
+        ckpt, loop.model, loop.optimizer, loop.scheduler, loop.scaler, rank=ctx.rank,
+        world_size=ctx.world_size,
+        reseed=lambda epoch: seed_everything(args.seed + ctx.rank + 1000 * epoch))
+    log.info("resumed from %s: %d epoch(s), %d step(s) done, best top-1 %s",
+             loop.path("last.pt"), progress.epoch, progress.step,
+             "n/a" if progress.best is None else f"{progress.best:.2f}")
     if ctx.is_main:
-        from torch.utils.tensorboard import SummaryWriter
+        trim_metrics(metrics_path, progress.epoch)
+    return progress
 
-        writer = SummaryWriter(os.path.join(args.exp_dir, "tb"))
+
+def _train_epoch(loop: _Loop, epoch: int, progress: Progress) -> tuple[float, float]:
+    """One pass over the training set; the mean loss over all ranks and the last LR."""
+    args, ctx, dev = loop.args, loop.ctx, loop.ctx.device
+    loop.train_sampler.set_epoch(epoch)
+    loop.ddp_model.train()
     criterion = nn.CrossEntropyLoss()
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            t0 = time.time()
-            train_sampler.set_epoch(epoch)
-            ddp_model.train()
-            loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-            seen_images, t_log = 0, time.time()
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
-                       # None: no bar when stderr is not a terminal (log files, batch jobs).
-                       disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True)
-            for i, (images, target) in enumerate(
-                    itertools.islice(train_loader, steps_per_epoch)):
-                images = images.to(dev, non_blocking=True)
-                target = target.to(dev, non_blocking=True)
-                with autocast_context(dev, args.amp):
-                    logits = ddp_model(images)
-                loss = criterion(logits.float(), target)
-                lr = optimizer.param_groups[0]["lr"]  # the LR this step uses
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                # The schedule advances only when the optimizer stepped (fp16 overflow).
-                optimizer_step(optimizer, scheduler, scaler, has_loss=True)
-                step += 1
-                loss_sum += loss.detach().double() * target.numel()
-                seen_images += target.numel()
-                bar.update()
-                if (i + 1) % args.print_freq == 0 or i + 1 == steps_per_epoch:
-                    value = loss.item()
-                    if not math.isfinite(value):
-                        raise RuntimeError(f"training loss is {value} at step {step}; "
-                                           "lower --lr or disable --amp")
-                    speed = (i + 1) * args.batch_size * ctx.world_size / (time.time() - t_log)
-                    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
-                    log.info("epoch %d step %d/%d loss %.4f lr %.4g %.1f img/s", epoch + 1,
-                             i + 1, steps_per_epoch, value, lr, speed)
-                    if writer is not None:
-                        writer.add_scalar("train/loss", value, step)
-                        writer.add_scalar("train/lr", lr, step)
-            bar.close()
-            loss_total, n_total = dist_utils.all_reduce_sum([loss_sum.item(), seen_images], dev)
-            train_loss = loss_total / max(n_total, 1.0)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    seen_images, t_log, lr = 0, time.time(), loop.optimizer.param_groups[0]["lr"]
+    bar = tqdm(total=loop.steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
+               # None: no bar when stderr is not a terminal (log files, batch jobs).
+               disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True)
+    for i, (images, target) in enumerate(itertools.islice(loop.train_loader,
+                                                          loop.steps_per_epoch)):
+        images = images.to(dev, non_blocking=True)
+        target = target.to(dev, non_blocking=True)
+        with autocast_context(dev, args.amp):
+            logits = loop.ddp_model(images)
+        loss = criterion(logits.float(), target)
+        lr = loop.optimizer.param_groups[0]["lr"]  # the LR this step uses
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        # The schedule advances only when the optimizer stepped (fp16 overflow).
+        optimizer_step(loop.optimizer, loop.scheduler, loop.scaler, has_loss=True)
+        progress.step += 1
+        loss_sum += loss.detach().double() * target.numel()
+        seen_images += target.numel()
+        bar.update()
+        if (i + 1) % args.print_freq == 0 or i + 1 == loop.steps_per_epoch:
+            _log_step(loop, epoch, i, loss.item(), lr, progress.step, t_log, bar)
+    bar.close()
+    loss_total, n_total = dist_utils.all_reduce_sum([loss_sum.item(), seen_images], dev)
+    return loss_total / max(n_total, 1.0), lr
 
-            # Evaluate the bare model: DDP's forward would sync buffers in a collective that
-            # ranks with fewer validation batches never reach.
-            dist_utils.broadcast_buffers(model)
-            val = evaluate(model, val_loader, dev, args.amp, num_classes)
-            row = {"epoch": epoch + 1, "step": step, "train_loss": train_loss,
-                   "val_loss": val["val_loss"], "top1": val["top1"], "top5": val["top5"],
-                   "lr": lr, "seconds": time.time() - t0}
-            is_best = val["top1"] > best
-            best = max(best, val["top1"])
-            rng = dist_utils.all_gather_object(capture_rng_state())
-            if ctx.is_main:
-                append_metrics(metrics_path, row)
-                state = make_checkpoint(
-                    model, optimizer, scheduler, scaler, epoch=epoch + 1, step=step,
-                    best_metric=best, rng=rng,
-                    extra={"classes": classes, "args": _plain_args(args),
-                           "metrics": row})
-                if is_best:
-                    # best.pt first, then last.pt as a link to it: a crash in between leaves
-                    # an older last.pt, and resuming simply redoes this epoch.
-                    save_checkpoint(best_path, state)
-                    copy_checkpoint(best_path, last_path)
-                else:
-                    save_checkpoint(last_path, state)
-                log.info("epoch %d: train loss %.4f, val loss %.4f, top-1 %.2f%%, top-5 %.2f%% "
-                         "(best %.2f%%), %.1fs", epoch + 1, train_loss, val["val_loss"],
-                         val["top1"], val["top5"], best, row["seconds"])
-                if writer is not None:
-                    for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
-                        writer.add_scalar(f"epoch/{key}", row[key], epoch + 1)
-                    writer.flush()
-            dist_utils.barrier()  # nobody runs ahead while rank 0 writes the checkpoint
-    finally:
-        if writer is not None:
-            writer.close()
-    return 0
+
+def _log_step(loop: _Loop, epoch: int, i: int, value: float, lr: float, step: int,
+              t_log: float, bar: tqdm) -> None:
+    if not math.isfinite(value):
+        raise RuntimeError(f"training loss is {value} at step {step}; "
+                           "lower --lr or disable --amp")
+    args = loop.args
+    speed = (i + 1) * args.batch_size * loop.ctx.world_size / (time.time() - t_log)
+    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
+    log.info("epoch %d step %d/%d loss %.4f lr %.4g %.1f img/s", epoch + 1, i + 1,
+             loop.steps_per_epoch, value, lr, speed)
+    if loop.writer is not None:
+        loop.writer.add_scalar("train/loss", value, step)
+        loop.writer.add_scalar("train/lr", lr, step)
+
+
+def _end_epoch(loop: _Loop, progress: Progress, row: dict[str, Any]) -> None:
+    """Log the epoch and save the run (best.pt when top-1 improved, last.pt always)."""
+    progress.epoch = row["epoch"]
+    is_best = progress.best is None or row["top1"] > progress.best
+    if is_best:
+        progress.best = row["top1"]
+    extra = {"classes": loop.classes, "args": _plain_args(loop.args), "metrics": row}
+    # best.pt first, then last.pt as a link to it (see save_state).
+    save_state(loop.path("best.pt" if is_best else "last.pt"), loop.model, loop.optimizer,
+               loop.scheduler, loop.scaler, progress, is_main=loop.ctx.is_main, extra=extra,
+               links=[loop.path("last.pt")])
+    if loop.ctx.is_main:
+        append_metrics(loop.path("metrics.jsonl"), row)
+        log.info("epoch %d: train loss %.4f, val loss %.4f, top-1 %.2f%%, top-5 %.2f%% "
+                 "(best %.2f%%), %.1fs", row["epoch"], row["train_loss"], row["val_loss"],
+                 row["top1"], row["top5"], progress.best, row["seconds"])
+        if loop.writer is not None:
+            for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
+                loop.writer.add_scalar(f"epoch/{key}", row[key], row["epoch"])
+            loop.writer.flush()
+    dist_utils.barrier()  # nobody runs ahead while rank 0 writes the checkpoint
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
