@@ -237,12 +237,35 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
         >>> am.tokenizer.vocab_size == am.model.vocab_size        # doctest: +SKIP
         True
     """
-    from .checkpoint import load_checkpoint
-    from .models.asr import acoustic_model_from_config
-    from .text import TextNormalizer, tokenizer_from_dict
-
     path = os.fspath(path)
     dev = resolve_device(device)
+    ckpt = _read_checkpoint(path)
+    model = _rebuild_model(ckpt, path)
+    tokenizer, normalizer = _read_text_entries(ckpt, model, path)
+    frontend, source = _read_frontend(ckpt, path)
+    mode, stats, norm_vars = _read_cmvn(ckpt["cmvn"], path)
+    dim = model.config.get("encoder", {}).get("num_mel_bins")
+    if stats is not None and dim is not None and stats.shape[1] - 1 != int(dim):
+        raise _bad(path, "bad cmvn", f"stats have dimension {stats.shape[1] - 1} but the "
+                                     f"model takes {dim} features")
+    model.eval()
+    if fuse_bn:
+        model = fused_for_inference(model)
+    model.to(dev)
+    return AcousticModelBundle(model=model, tokenizer=tokenizer, normalizer=normalizer,
+                               frontend=frontend, cmvn=mode, cmvn_stats=stats,
+                               norm_vars=norm_vars, data_source=source, device=dev, path=path)
+
+
+def _bad(path: str, what: str, e: BaseException | str) -> UserError:
+    """One line naming the checkpoint, the entry and the first line of the cause."""
+    text = e if isinstance(e, str) else (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return UserError(f"{path}: {what}: {text}")
+
+
+def _read_checkpoint(path: str) -> dict[str, Any]:
+    from .checkpoint import load_checkpoint
+
     if os.path.isdir(path):
         raise UserError(f"checkpoint {path} is a directory; pass a checkpoint file such as "
                         f"{os.path.join(path, 'best.pt')}")
@@ -255,75 +278,75 @@ def load_acoustic_model(path: str | os.PathLike, device: str | torch.device = "c
         raise UserError(f"{path} is not an acoustic-model checkpoint: it has no "
                         f"{', '.join(repr(k) for k in missing)} (checkpoints written by "
                         "'blspeech train' have them)")
+    return ckpt
 
-    def bad(what: str, e: BaseException | str) -> UserError:
-        text = e if isinstance(e, str) else (str(e).strip().splitlines() or
-                                            [type(e).__name__])[0]
-        return UserError(f"{path}: {what}: {text}")
+
+def _rebuild_model(ckpt: Mapping[str, Any], path: str) -> torch.nn.Module:
+    from .models.asr import acoustic_model_from_config
 
     if not isinstance(ckpt["model_config"], Mapping):
-        raise bad("bad model_config", "expected a dict")
+        raise _bad(path, "bad model_config", "expected a dict")
     try:
         model = acoustic_model_from_config(dict(ckpt["model_config"]))
     except (ValueError, KeyError, TypeError) as e:
-        raise bad("cannot rebuild the model from model_config", e) from e
+        raise _bad(path, "cannot rebuild the model from model_config", e) from e
     try:
         model.load_state_dict(ckpt["model"])
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise bad("the weights do not fit the model config", e) from e
+        raise _bad(path, "the weights do not fit the model config", e) from e
+    return model
+
+
+def _read_text_entries(ckpt: Mapping[str, Any], model: torch.nn.Module, path: str
+                       ) -> tuple[Any, Any]:
+    """The tokenizer and text normalizer (None, None for a Kaldi-tree hybrid model)."""
+    from .hybrid import token_topology_pdfs
+    from .text import TextNormalizer, tokenizer_from_dict
+
     hybrid = model.config["head"] == "hybrid"
-    tokenizer = normalizer = None
     if ckpt["tokenizer"] is None:
         if not hybrid or model.topology is not None:
-            raise bad("bad tokenizer entry", "none recorded, but the model outputs tokens")
-    else:
-        try:
-            tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
-        except UserError as e:
-            raise bad("bad tokenizer", e) from e
-        except (KeyError, TypeError, AttributeError) as e:
-            raise bad("bad tokenizer entry", repr(e)) from e
-        outputs = model.num_pdfs if hybrid else model.vocab_size
-        from .hybrid import token_topology_pdfs
+            raise _bad(path, "bad tokenizer entry", "none recorded, but the model outputs tokens")
+        return None, None
+    try:
+        tokenizer = tokenizer_from_dict(ckpt["tokenizer"])
+    except UserError as e:
+        raise _bad(path, "bad tokenizer", e) from e
+    except (KeyError, TypeError, AttributeError) as e:
+        raise _bad(path, "bad tokenizer entry", repr(e)) from e
+    outputs = model.num_pdfs if hybrid else model.vocab_size
+    wanted = token_topology_pdfs(tokenizer.vocab_size) if hybrid else tokenizer.vocab_size
+    if hybrid and model.topology is None:
+        wanted = outputs  # a Kaldi-tree model may carry a tokenizer for its transcripts
+    if wanted != outputs:
+        raise UserError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the "
+                        f"model outputs {outputs}{' pdfs' if hybrid else ''}; the "
+                        "checkpoint mixes a model and a tokenizer that were not trained "
+                        "together")
+    try:
+        normalizer = TextNormalizer(**dict(ckpt["normalizer"] or {}))
+    except (TypeError, ValueError) as e:
+        raise _bad(path, "bad normalizer", e) from e
+    return tokenizer, normalizer
 
-        wanted = token_topology_pdfs(tokenizer.vocab_size) if hybrid else tokenizer.vocab_size
-        if hybrid and model.topology is None:
-            wanted = outputs  # a Kaldi-tree model may carry a tokenizer for its transcripts
-        if wanted != outputs:
-            raise UserError(f"{path}: the tokenizer has {tokenizer.vocab_size} tokens but the "
-                            f"model outputs {outputs}{' pdfs' if hybrid else ''}; the "
-                            "checkpoint mixes a model and a tokenizer that were not trained "
-                            "together")
-        try:
-            normalizer = TextNormalizer(**dict(ckpt["normalizer"] or {}))
-        except (TypeError, ValueError) as e:
-            raise bad("bad normalizer", e) from e
+
+def _read_frontend(ckpt: Mapping[str, Any], path: str) -> tuple[dict[str, Any], str]:
+    """The recorded LogMel options and the data source (``feats`` or ``audio``)."""
     frontend = ckpt.get("frontend") or {}
     if not isinstance(frontend, Mapping):
-        raise bad("bad frontend", "expected a dict of LogMel options")
+        raise _bad(path, "bad frontend", "expected a dict of LogMel options")
     frontend = dict(frontend)
     source = ckpt["data_source"]
     if source not in ("feats", "audio"):
-        raise bad("bad data_source", f"expected 'feats' or 'audio', got {source!r}")
+        raise _bad(path, "bad data_source", f"expected 'feats' or 'audio', got {source!r}")
     if source == "audio" and frontend:
         from .features import LogMel
 
         try:
             LogMel(**frontend)
         except (TypeError, ValueError) as e:
-            raise bad("bad frontend", e) from e
-    mode, stats, norm_vars = _read_cmvn(ckpt["cmvn"], path)
-    dim = model.config.get("encoder", {}).get("num_mel_bins")
-    if stats is not None and dim is not None and stats.shape[1] - 1 != int(dim):
-        raise bad("bad cmvn", f"stats have dimension {stats.shape[1] - 1} but the model takes "
-                              f"{dim} features")
-    model.eval()
-    if fuse_bn:
-        model = fused_for_inference(model)
-    model.to(dev)
-    return AcousticModelBundle(model=model, tokenizer=tokenizer, normalizer=normalizer,
-                               frontend=frontend, cmvn=mode, cmvn_stats=stats,
-                               norm_vars=norm_vars, data_source=source, device=dev, path=path)
+            raise _bad(path, "bad frontend", e) from e
+    return frontend, source
 
 
 def fused_for_inference(model: torch.nn.Module) -> torch.nn.Module:

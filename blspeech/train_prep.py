@@ -86,44 +86,13 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
     rank, world, local_rank = dist_utils.env_ranks()
     t, d, head = cfg["training"], cfg["data"], cfg["head"]
     hybrid = head["type"] == "hybrid"
-    try:
-        dev = dist_utils.resolve_device(device, local_rank)
-    except ValueError as e:
-        raise UserError(str(e)) from e
-    if t["amp"] == "fp16" and dev.type != "cuda":
-        raise UserError("config training.amp fp16 needs --device cuda; use bf16 on the CPU")
-    if hybrid and not (train_ali and dev_ali):
-        raise UserError("head.type hybrid trains on alignments: give --train-ali and --dev-ali "
-                        "(e.g. 'ark:gunzip -c exp/tri4_ali/ali.*.gz | ali-to-pdf "
-                        "exp/tri4_ali/final.mdl ark:- ark:- |')")
-    if not hybrid and (train_ali or dev_ali):
-        raise UserError("--train-ali/--dev-ali are for head.type hybrid; the config's head is "
-                        "ctc")
-    if tokenizer_dir is None and (not hybrid or head["topology"] == "token"):
-        what = "a CTC head" if not hybrid else "head.topology token"
-        raise UserError(f"{what} needs --tokenizer-dir")
+    dev = _check_run_inputs(cfg, device, local_rank, tokenizer_dir, train_ali, dev_ali)
     tok, norm = load_tokenizer_dir(tokenizer_dir) if tokenizer_dir else (None, None)
-
-    frontend = _frontend(d, train_dir)
-    # Speaker/utterance CMVN belongs to each dir (Kaldi's way); global CMVN uses the
-    # training stats for dev too, as decoding will (they go into the checkpoint).
-    ds_cmvn = d["cmvn"] if d["cmvn"] in ("speaker", "utterance") else "none"
-    opts = dict(source=d["source"], cmvn=ds_cmvn, norm_vars=d["norm_vars"])
-    train_ds = SpeechDataset(train_dir, frontend=frontend, **opts)
-    if d["source"] == "audio":
-        frontend = train_ds.frontend_config
-    dev_ds = SpeechDataset(dev_dir, frontend=frontend, **opts)
-    if d["source"] == "feats":
-        _check_same_features(frontend, train_dir, dev_dir)
-    feat_dim = train_ds.feat_dim
-    if dev_ds.feat_dim != feat_dim:
-        raise UserError(f"{dev_dir} has {dev_ds.feat_dim}-dim features but {train_dir} has "
-                        f"{feat_dim}; compute both with the same front-end")
+    train_ds, dev_ds, frontend = _datasets(d, train_dir, dev_dir)
     stats, cmvn_module = None, None
     if d["cmvn"] == "global":
-        stats, cmvn_module = _global_cmvn(train_dir, feat_dim, d["norm_vars"])
+        stats, cmvn_module = _global_cmvn(train_dir, train_ds.feat_dim, d["norm_vars"])
 
-    priors = None
     if hybrid:
         train_ds, dev_ds, targets, dev_targets, num_pdfs = _alignments(
             head, tok, train_ds, dev_ds, train_ali, dev_ali)
@@ -134,16 +103,10 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
         dev_refs = {u: norm(text or "")
                     for u, text in zip(dev_ds.utts, dev_ds.texts, strict=True)}
     seed_everything(t["seed"])  # the same initial weights on every rank and every run
-    model = _build_model(cfg["model"], feat_dim, head,
+    model = _build_model(cfg["model"], train_ds.feat_dim, head,
                          num_pdfs if hybrid else tok.vocab_size)
     if hybrid:
-        from .hybrid import log_priors
-
-        sub = model.time_subsampling
-        priors = log_priors([frame_targets_at_output(targets[u], n, sub, head)
-                             for u, n in zip(train_ds.utts, train_ds.lengths, strict=True)],
-                            num_pdfs)
-        model.log_prior.copy_(priors)
+        _set_priors(model, head, train_ds, targets, num_pdfs)
 
     sampler = BucketingBatchSampler(train_ds.lengths, d["max_frames"], shuffle=True,
                                     seed=t["seed"], num_replicas=world, rank=rank,
@@ -178,6 +141,64 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
     if resume:
         prep.ckpt = _checkpoint_to_resume(prep)
     return prep
+
+
+def _check_run_inputs(cfg: Mapping[str, Any], device: str | None, local_rank: int,
+                      tokenizer_dir: str | None, train_ali: str | None,
+                      dev_ali: str | None) -> torch.device:
+    """The device to train on, after the checks of what the head needs."""
+    t, head = cfg["training"], cfg["head"]
+    hybrid = head["type"] == "hybrid"
+    try:
+        dev = dist_utils.resolve_device(device, local_rank)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    if t["amp"] == "fp16" and dev.type != "cuda":
+        raise UserError("config training.amp fp16 needs --device cuda; use bf16 on the CPU")
+    if hybrid and not (train_ali and dev_ali):
+        raise UserError("head.type hybrid trains on alignments: give --train-ali and --dev-ali "
+                        "(e.g. 'ark:gunzip -c exp/tri4_ali/ali.*.gz | ali-to-pdf "
+                        "exp/tri4_ali/final.mdl ark:- ark:- |')")
+    if not hybrid and (train_ali or dev_ali):
+        raise UserError("--train-ali/--dev-ali are for head.type hybrid; the config's head is "
+                        "ctc")
+    if tokenizer_dir is None and (not hybrid or head["topology"] == "token"):
+        what = "a CTC head" if not hybrid else "head.topology token"
+        raise UserError(f"{what} needs --tokenizer-dir")
+    return dev
+
+
+def _datasets(d: Mapping[str, Any], train_dir: str, dev_dir: str
+              ) -> tuple[SpeechDataset, SpeechDataset, dict[str, Any]]:
+    """The train and dev datasets, read with the same front-end, and its settings."""
+    frontend = _frontend(d, train_dir)
+    # Speaker/utterance CMVN belongs to each dir (Kaldi's way); global CMVN uses the
+    # training stats for dev too, as decoding will (they go into the checkpoint).
+    ds_cmvn = d["cmvn"] if d["cmvn"] in ("speaker", "utterance") else "none"
+    opts = dict(source=d["source"], cmvn=ds_cmvn, norm_vars=d["norm_vars"])
+    train_ds = SpeechDataset(train_dir, frontend=frontend, **opts)
+    if d["source"] == "audio":
+        frontend = train_ds.frontend_config
+    dev_ds = SpeechDataset(dev_dir, frontend=frontend, **opts)
+    if d["source"] == "feats":
+        _check_same_features(frontend, train_dir, dev_dir)
+    if dev_ds.feat_dim != train_ds.feat_dim:
+        raise UserError(f"{dev_dir} has {dev_ds.feat_dim}-dim features but {train_dir} has "
+                        f"{train_ds.feat_dim}; compute both with the same front-end")
+    return train_ds, dev_ds, frontend
+
+
+def _set_priors(model: torch.nn.Module, head: Mapping[str, Any], train_ds: SpeechDataset,
+                targets: Mapping[str, Any], num_pdfs: int) -> None:
+    """A hybrid model's log state priors, counted from the training targets at its
+    output frame rate."""
+    from .hybrid import log_priors
+
+    sub = model.time_subsampling
+    priors = log_priors([frame_targets_at_output(targets[u], n, sub, head)
+                         for u, n in zip(train_ds.utts, train_ds.lengths, strict=True)],
+                        num_pdfs)
+    model.log_prior.copy_(priors)
 
 
 def noam(step: int, warmup_steps: int, min_lr_ratio: float = 0.0) -> float:
