@@ -94,7 +94,7 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     ``utterances``, ``aligned``, ``unaligned`` (count), ``frames``, ``avg_logprob``
     (per frame, over aligned utterances) and the output paths.
     """
-    from .decode import format_ctm, word_times
+    from .ctc_search import format_ctm, word_times
     from .fileio import atomic_write
     from .kaldi import write_int_vectors
 

@@ -190,7 +190,8 @@ class Bundle:
     # -- transcription
 
     def _decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Any]:
-        from .decode import greedy_batch, viterbi_searcher
+        from .ctc_search import greedy_batch
+        from .decode import viterbi_searcher
 
         if self.tokenizer is None:
             raise UserError(f"{self.path}: a hybrid model over Kaldi pdfs has no tokenizer; "
@@ -221,7 +222,7 @@ class Bundle:
     def transcribe_words(self, audio: Any, sample_rate: int | None = None
                          ) -> list[list[Word]]:
         """Words with times for each input (see :meth:`transcribe` for the inputs)."""
-        from .decode import hypothesis_words, word_times
+        from .ctc_search import hypothesis_words, word_times
 
         items = list(audio) if isinstance(audio, list | tuple) else [audio]
         waves = [self._load_audio(x, sample_rate) for x in items]

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .decode import greedy_batch
+from .ctc_search import greedy_batch
 from .errors import UserError
 from .fileio import atomic_write
 from .inference import AcousticModelBundle, fused_for_inference, load_acoustic_model

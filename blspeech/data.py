@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from . import distributed, kaldi
+from . import kaldi
 from .errors import UserError
 
 SOURCES = ("feats", "audio")
@@ -449,8 +449,13 @@ class BucketingBatchSampler(Sampler[list[int]]):
             raise UserError(f"buckets must be at least 1, got {buckets}")
         if seed < 0:
             raise UserError(f"seed must be non-negative, got {seed}")
-        self.num_replicas = distributed.get_world_size() if num_replicas is None else num_replicas
-        self.rank = distributed.get_rank() if rank is None else rank
+        # The process group's, when one exists (data sits below training: no import of it).
+        group = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if group else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if group else 0
+        self.num_replicas, self.rank = num_replicas, rank
         if self.num_replicas < 1 or not 0 <= self.rank < self.num_replicas:
             raise UserError(f"rank {self.rank} is not in [0, num_replicas={self.num_replicas})")
         self.max_frames, self.shuffle, self.seed = int(max_frames), shuffle, int(seed)

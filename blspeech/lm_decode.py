@@ -255,9 +255,9 @@ class LexiconLMDecoder:
                                     ) from e
 
     def decode(self, log_probs: torch.Tensor) -> Any:
-        """One utterance's ``(T, V)`` log-probabilities -> :class:`~blspeech.decode.Hypothesis`
+        """One utterance's ``(T, V)`` log-probabilities -> :class:`~blspeech.ctc_search.Hypothesis`
         with ``words`` set and token frames for word times."""
-        from .decode import Hypothesis
+        from .ctc_search import Hypothesis
 
         lp = log_probs.detach().float().cpu()
         if lp.dim() != 2 or lp.shape[1] != self.vocab_size:

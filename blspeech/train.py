@@ -518,7 +518,7 @@ class _Run:
     def evaluate(self, model: nn.Module) -> dict[str, Any]:
         """Dev loss (normalized as in training) over all ranks, with greedy-decoding WER
         (CTC head) or frame accuracy (hybrid head)."""
-        from .decode import greedy_batch
+        from .ctc_search import greedy_batch
         from .score import score
 
         p, t = self.p, self.t

@@ -24,16 +24,12 @@ from conftest import make_data_dir
 
 from blspeech.align import align_data_dir, token_spans
 from blspeech.cli import main
+from blspeech.ctc_search import greedy, greedy_batch, prefix_beam_search
 from blspeech.data import SpeechDataset, collate
-from blspeech.decode import (
-    decode_data_dir,
-    greedy,
-    greedy_batch,
-    load_acoustic_model,
-    prefix_beam_search,
-)
+from blspeech.decode import decode_data_dir
 from blspeech.errors import UserError
 from blspeech.features import LogMel
+from blspeech.inference import load_acoustic_model
 from blspeech.kaldi import cmvn_stats, read_int_vectors, read_table
 from blspeech.lm import train_ngram, write_arpa
 from blspeech.lm_decode import LexiconLMDecoder

@@ -23,5 +23,5 @@ def test_docstring_examples(name):
 def test_examples_exist():
     attempted = sum(doctest.testmod(importlib.import_module(n)).attempted for n in
                     ("blspeech.models.big_little", "blspeech.profile", "blspeech.text",
-                     "blspeech.decode", "blspeech.models.speech"))
+                     "blspeech.ctc_search", "blspeech.models.speech"))
     assert attempted >= 10

@@ -23,9 +23,9 @@ from conftest import make_data_dir
 
 from blspeech.checkpoint import load_checkpoint
 from blspeech.cli import main as cli_main
+from blspeech.ctc_search import greedy_batch
 from blspeech.data import SpeechDataset, collate
 from blspeech.datadir.ops import subset_data_dir
-from blspeech.decode import greedy_batch
 from blspeech.extract import compute_cmvn, compute_feats
 from blspeech.features import CMVN
 from blspeech.models.asr import acoustic_model_from_config

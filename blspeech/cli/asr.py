@@ -93,7 +93,7 @@ def cmd_make_bundle(args: argparse.Namespace) -> int:
 @_command("transcribe")
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from ..bundle import load_bundle
-    from ..decode import format_ctm
+    from ..ctc_search import format_ctm
 
     bundle = load_bundle(args.bundle, args.device)
     for path in args.audio:
