@@ -13,7 +13,7 @@ On the same audio (espeak-ng speech in a temporary Kaldi data dir, 16-bit wav, l
 (b) an in-memory loop of kaldi-native-fbank as its documentation shows it (``OnlineFbank``,
     ``accept_waveform(rate, samples.tolist())``, ``input_finished()``, ``get_frame(i)`` for
     every frame, stacked);
-(c1), (c2) :func:`blspeech.extract.compute_feats` end to end (read the wav files, compute,
+(c1), (c2) :func:`blspeech.frontend.extract.compute_feats` end to end (read the wav files, compute,
     write ark/scp, feats.scp, utt2num_frames, utt2dur, conf) with ``nj=1`` and ``nj=2``,
     into a fresh output dir each time (no resumed jobs).
 
@@ -45,8 +45,8 @@ import torch
 import torchaudio
 import torchaudio.compliance.kaldi as ta_kaldi
 
-from blspeech.extract import compute_feats
-from blspeech.kaldi import read_matrices
+from blspeech.frontend.extract import compute_feats
+from blspeech.io.kaldi import read_matrices
 
 TARGETS = {"c1/a": 0.8, "c2/a": 1.5, "c1/b": 3.0}
 WORDS = ("one two three four five six seven eight nine zero please hold your call is "

@@ -11,10 +11,10 @@ Audio: ``--minutes`` long recordings at 8 kHz (a checkpoint's own rate with
 ``--checkpoint``), a wobbling tone plus noise (timing and
 memory do not depend on what is said). Model: a CTC model over each ``--models`` encoder
 with random weights (or ``--checkpoint``), BatchNorm folded and channels-last weights, as
-:func:`blspeech.inference.load_acoustic_model` prepares it. Two ways to get log-probs:
+:func:`blspeech.inference.model.load_acoustic_model` prepares it. Two ways to get log-probs:
 
-* ``chunked``: :func:`blspeech.chunked.chunked_log_probs` over
-  :class:`~blspeech.chunked.LogMelFrames`: features are made one chunk at a time from
+* ``chunked``: :func:`blspeech.inference.chunked.chunked_log_probs` over
+  :class:`~blspeech.inference.chunked.LogMelFrames`: features are made one chunk at a time from
   samples that are themselves synthesized per slice, so the whole recording is never in
   memory, not even as a waveform (``--chunk-frames`` central frames per call);
 * ``full``: the whole waveform, its features and one model call, as for a short utterance
@@ -97,16 +97,16 @@ class SynthWave:
 
 def load(cfg: dict[str, Any]) -> tuple[Any, Any]:
     """(model or bundle for chunked_log_probs, LogMel front-end)."""
-    from blspeech.features import LogMel
+    from blspeech.frontend.features import LogMel
 
     if cfg["checkpoint"]:
-        from blspeech.inference import load_acoustic_model
+        from blspeech.inference.model import load_acoustic_model
 
         bundle = load_acoustic_model(cfg["checkpoint"], cfg["device"])
         frontend = dict(bundle.frontend or {"num_mel_bins": bundle.feature_dim or 40})
         frontend.update(dither=0.0)
         return bundle, LogMel(**frontend).to(bundle.device)
-    from blspeech.inference import fused_for_inference
+    from blspeech.inference.model import fused_for_inference
     from blspeech.models import build_model
     from blspeech.models.asr import CTCModel
 
@@ -127,7 +127,7 @@ def load(cfg: dict[str, Any]) -> tuple[Any, Any]:
 
 def log_probs(way: str, am: Any, frontend: Any, wave: SynthWave, chunk_frames: int
               ) -> torch.Tensor:
-    from blspeech.chunked import LogMelFrames, chunked_log_probs
+    from blspeech.inference.chunked import LogMelFrames, chunked_log_probs
 
     if way == "chunked":
         return chunked_log_probs(am, LogMelFrames(wave, frontend), chunk_frames=chunk_frames)[0]
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = [float(m) for m in args.minutes.split(",")]
     models = [args.checkpoint] if args.checkpoint else args.models.split(",")
     torch.set_num_threads(args.threads)
-    from blspeech.chunked import default_chunk_frames, receptive_field
+    from blspeech.inference.chunked import default_chunk_frames, receptive_field
 
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.threads} torch threads, torch {torch.__version__}, device {args.device}; "

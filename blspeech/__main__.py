@@ -1,5 +1,5 @@
 """``python -m blspeech`` runs the command-line interface."""
 
-from .cli import main
+from blspeech.cli import main
 
 raise SystemExit(main())

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import UserError
+from blspeech.errors import UserError
 
 try:  # ESPnet is optional: without it the adapter is a plain module with the same methods.
     from espnet2.asr.encoder.abs_encoder import AbsEncoder as _ESPnetBase
@@ -72,8 +72,8 @@ def load_encoder(path: str | os.PathLike, **options: Any) -> nn.Module:
         >>> enc = load_encoder("exp/ctc/best.pt")                  # doctest: +SKIP
         >>> out, out_lengths = enc(feats, lengths)                  # doctest: +SKIP
     """
-    from .checkpoint import load_checkpoint
-    from .models import build_model_from_config
+    from blspeech.io.checkpoint import load_checkpoint
+    from blspeech.models import build_model_from_config
 
     path = os.fspath(path)
     try:
@@ -142,7 +142,7 @@ class ESPnetEncoder(_ESPnetBase):
                 if int(mel) != int(input_size):
                     raise UserError(f"input_size={input_size} and num_mel_bins={mel} "
                                     "disagree; give one of them")
-            from .models import build_model
+            from blspeech.models import build_model
 
             try:
                 encoder = build_model(name, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import UserError
+from blspeech.errors import UserError
 
 __all__ = ["resolve_device"]
 

@@ -28,14 +28,14 @@ from blspeech.adapters import (
     icefall_encoder,
     load_encoder,
 )
-from blspeech.checkpoint import make_checkpoint, save_checkpoint
 from blspeech.cli import main as cli_main
 from blspeech.errors import UserError
-from blspeech.extract import compute_cmvn, compute_feats
-from blspeech.inference import load_acoustic_model
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.inference.model import load_acoustic_model
+from blspeech.io.checkpoint import make_checkpoint, save_checkpoint
 from blspeech.models import build_model, build_model_from_config
-from blspeech.train import train
-from blspeech.train_config import read_config_file
+from blspeech.training.config import read_config_file
+from blspeech.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Using blspeech encoders in ESPnet, icefall and torchaudio pipelines"

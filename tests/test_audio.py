@@ -11,8 +11,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from blspeech.audio import NO_COMMANDS_ENV, AudioError, AudioReader, read_audio
 from blspeech.errors import UserError
+from blspeech.io.audio import NO_COMMANDS_ENV, AudioError, AudioReader, read_audio
 
 
 def copy_data(src: Path, dst: Path) -> Path:

@@ -17,12 +17,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from blspeech.audio import AudioError, AudioReader, read_audio
-from blspeech.datadir import perturb_speed, validate_data_dir
 from blspeech.errors import UserError
-from blspeech.extract import compute_cmvn, compute_feats
-from blspeech.features import LogMel
-from blspeech.kaldi import (
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.frontend.features import LogMel
+from blspeech.io.audio import AudioError, AudioReader, read_audio
+from blspeech.io.datadir import perturb_speed, validate_data_dir
+from blspeech.io.kaldi import (
     KaldiFormatError,
     ScpReader,
     cmvn_stats,
@@ -33,7 +33,7 @@ from blspeech.kaldi import (
     write_matrices,
     write_matrix,
 )
-from blspeech.kaldi.pipes import NO_COMMANDS_ENV, PIPE_TIMEOUT_ENV
+from blspeech.io.kaldi.pipes import NO_COMMANDS_ENV, PIPE_TIMEOUT_ENV
 
 FRONTEND = LogMel(sample_rate=8000, num_mel_bins=40).config()
 ENV = {k: v for k, v in os.environ.items() if k not in (NO_COMMANDS_ENV, PIPE_TIMEOUT_ENV)}
@@ -130,7 +130,7 @@ def test_cli_compute_cmvn_refuses_feats_scp_commands(feats_copy, tmp_path):
 def _feats_checkpoint(data: Path, path: Path) -> Path:
     from blspeech.models import build_model
     from blspeech.models.asr import CTCModel
-    from blspeech.text import CharTokenizer, TextNormalizer
+    from blspeech.text.tokenizers import CharTokenizer, TextNormalizer
 
     norm = TextNormalizer(case="lower")
     tok = CharTokenizer.train([norm(e.value) for e in read_table(data / "text").values()])
@@ -274,12 +274,12 @@ def test_compute_feats_notices_a_replaced_wav(speech_data_dir_8k, tmp_path):
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
 def test_full_disk_is_one_line_and_leaves_nothing_half_written(speech_data_dir_8k, tmp_path,
                                                                monkeypatch, capsys, code):
-    import blspeech.extract
+    import blspeech.frontend.extract
     from blspeech.cli import main
 
     data = tmp_path / "data"
     shutil.copytree(speech_data_dir_8k, data)
-    real = blspeech.extract.write_matrices
+    real = blspeech.frontend.extract.write_matrices
 
     def full_disk(ark, scp, items, **kwargs):
         def failing():
@@ -289,7 +289,7 @@ def test_full_disk_is_one_line_and_leaves_nothing_half_written(speech_data_dir_8
                 yield item
         return real(ark, scp, failing(), **kwargs)
 
-    monkeypatch.setattr(blspeech.extract, "write_matrices", full_disk)
+    monkeypatch.setattr(blspeech.frontend.extract, "write_matrices", full_disk)
     out = tmp_path / "fbank"
     with pytest.raises(UserError) as e:
         compute_feats(data, out, frontend_config=FRONTEND, progress=False)
@@ -377,7 +377,7 @@ def test_full_disk_during_a_checkpoint_save_is_one_line(tmp_path, monkeypatch):
     no temporary file left."""
     import torch
 
-    from blspeech import checkpoint
+    from blspeech.io import checkpoint
 
     path = tmp_path / "last.pt"
     checkpoint.save_checkpoint(path, {"step": 1})

@@ -20,12 +20,12 @@ from conftest import make_data_dir
 
 import blspeech
 from blspeech.cli import main as cli_main
-from blspeech.decode import decode_data_dir
 from blspeech.errors import UserError
-from blspeech.extract import compute_cmvn, compute_feats
-from blspeech.kaldi import read_table
-from blspeech.train import train
-from blspeech.train_config import read_config_file
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.inference.decode import decode_data_dir
+from blspeech.io.kaldi import read_table
+from blspeech.training.config import read_config_file
+from blspeech.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1",

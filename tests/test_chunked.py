@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 
-from blspeech.chunked import (
+from blspeech.errors import UserError
+from blspeech.frontend.features import LogMel
+from blspeech.inference.chunked import (
     LogMelFrames,
     chunked_forward,
     chunked_log_probs,
     plan_chunks,
     receptive_field,
 )
-from blspeech.errors import UserError
-from blspeech.features import LogMel
-from blspeech.inference import AcousticModelBundle
+from blspeech.inference.model import AcousticModelBundle
 from blspeech.models import build_model, fuse
 from blspeech.models.asr import CTCModel, HybridModel
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from blspeech.models import build_model
-from blspeech.profile import count
+from blspeech.models.profile import count
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
@@ -74,7 +74,8 @@ def test_debug_shows_the_traceback_of_user_errors():
 
 def test_internal_errors_keep_their_traceback(monkeypatch, capsys):
     # A ValueError that is not a UserError is a bug of ours: main() lets it through.
-    from blspeech import cli, profile
+    from blspeech import cli
+    from blspeech.models import profile
 
     def broken(*args, **kwargs):
         raise ValueError("an internal inconsistency")

@@ -12,15 +12,15 @@ import pytest
 import soundfile as sf
 import torch
 
-from blspeech import kaldi
-from blspeech.data import (
+from blspeech.data.speech import (
     BucketingBatchSampler,
     SpeechDataset,
     collate,
     make_dataloader,
 )
 from blspeech.errors import UserError
-from blspeech.extract import compute_cmvn, compute_feats
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.io import kaldi
 
 # --- helpers -----------------------------------------------------------------------------
 

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from blspeech import datadir, kaldi
-from blspeech.datadir import (
+from blspeech.errors import UserError
+from blspeech.io import datadir, kaldi
+from blspeech.io.datadir import (
     DataDir,
     Problem,
     combine_data_dirs,
@@ -26,8 +27,7 @@ from blspeech.datadir import (
     subset_data_dir,
     validate_data_dir,
 )
-from blspeech.datadir import core as datadir_core
-from blspeech.errors import UserError
+from blspeech.io.datadir import core as datadir_core
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 

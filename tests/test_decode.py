@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from blspeech.ctc_search import format_ctm, greedy, prefix_beam_search, word_times
+from blspeech.decoding.ctc import format_ctm, greedy, prefix_beam_search, word_times
 from blspeech.models import build_model
 from blspeech.models.asr import CTCModel, acoustic_model_from_config, too_long_for_ctc
 

@@ -22,20 +22,20 @@ import soundfile as sf
 import torch
 from conftest import make_data_dir
 
-from blspeech.align import align_data_dir, token_spans
 from blspeech.cli import main
-from blspeech.ctc_search import greedy, greedy_batch, prefix_beam_search
-from blspeech.data import SpeechDataset, collate
-from blspeech.decode import decode_data_dir
+from blspeech.data.speech import SpeechDataset, collate
+from blspeech.decoding.ctc import greedy, greedy_batch, prefix_beam_search
+from blspeech.decoding.lexicon_lm import LexiconLMDecoder
 from blspeech.errors import UserError
-from blspeech.features import LogMel
-from blspeech.inference import load_acoustic_model
-from blspeech.kaldi import cmvn_stats, read_int_vectors, read_table
-from blspeech.lm import train_ngram, write_arpa
-from blspeech.lm_decode import LexiconLMDecoder
+from blspeech.frontend.features import LogMel
+from blspeech.inference.align import align_data_dir, token_spans
+from blspeech.inference.decode import decode_data_dir
+from blspeech.inference.model import load_acoustic_model
+from blspeech.io.kaldi import cmvn_stats, read_int_vectors, read_table
 from blspeech.models import build_model
 from blspeech.models.asr import CTCModel
-from blspeech.text import BPETokenizer, CharTokenizer, TextNormalizer
+from blspeech.text.ngram import train_ngram, write_arpa
+from blspeech.text.tokenizers import BPETokenizer, CharTokenizer, TextNormalizer
 
 FRONTEND = LogMel(sample_rate=8000, num_mel_bins=40).config()
 
@@ -146,7 +146,7 @@ def test_decode_data_dir_writes_text_ctm_and_wer(trained, tmp_path, method):
 
 
 def test_decode_from_feats_and_unscored_dir(trained, tmp_path):
-    from blspeech.extract import compute_feats
+    from blspeech.frontend.extract import compute_feats
 
     data = tmp_path / "data"
     shutil.copytree(trained["data"], data)
@@ -326,7 +326,7 @@ def test_cli_decode_align_and_train_lm(trained, tmp_path, capsys):
                            "--method", "lm", "--lm", arpa, "--no-progress")
     assert code == 0 and json.loads(stdout)["wer"] == 0.0
     # A tokenizer dir's normalizer (upper case here) is applied to the LM text.
-    from blspeech.train_config import train_tokenizer_for
+    from blspeech.training.config import train_tokenizer_for
 
     lang = tmp_path / "lang"
     train_tokenizer_for(trained["data"], lang, kind="char", case="upper")

@@ -22,6 +22,7 @@ def test_docstring_examples(name):
 
 def test_examples_exist():
     attempted = sum(doctest.testmod(importlib.import_module(n)).attempted for n in
-                    ("blspeech.models.big_little", "blspeech.profile", "blspeech.text",
-                     "blspeech.ctc_search", "blspeech.models.speech"))
+                    ("blspeech.models.big_little", "blspeech.models.profile",
+                     "blspeech.text.tokenizers", "blspeech.decoding.ctc",
+                     "blspeech.models.speech"))
     assert attempted >= 10

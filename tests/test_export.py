@@ -15,17 +15,17 @@ import numpy as np
 import pytest
 import torch
 
-import blspeech.export as export_mod
-from blspeech.bundle import load_bundle, make_bundle
-from blspeech.checkpoint import make_checkpoint, save_checkpoint
+import blspeech.inference.export as export_mod
 from blspeech.cli import main as cli_main
 from blspeech.errors import UserError
-from blspeech.export import export_bundle
-from blspeech.features import LogMel
+from blspeech.frontend.features import LogMel
+from blspeech.inference.bundle import load_bundle, make_bundle
+from blspeech.inference.export import export_bundle
+from blspeech.io.checkpoint import make_checkpoint, save_checkpoint
 from blspeech.models import build_model
 from blspeech.models.asr import CTCModel, HybridModel
 from blspeech.models.speech import make_exportable
-from blspeech.text import CharTokenizer
+from blspeech.text.tokenizers import CharTokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 

@@ -19,11 +19,11 @@ import soundfile as sf
 import torch
 import yaml
 
-from blspeech.audio import AudioReader
 from blspeech.errors import UserError
-from blspeech.extract import compute_cmvn, compute_feats
-from blspeech.features import LogMel, load_cmvn_stats
-from blspeech.kaldi import cmvn_stats, read_matrices, read_matrix, read_table
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.frontend.features import LogMel, load_cmvn_stats
+from blspeech.io.audio import AudioReader
+from blspeech.io.kaldi import cmvn_stats, read_matrices, read_matrix, read_table
 
 with contextlib.redirect_stderr(io.StringIO()):
     import kaldi_io

@@ -7,10 +7,10 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as ta_kaldi
 
-from blspeech.audio import AudioReader
 from blspeech.errors import UserError
-from blspeech.features import CMVN, LogMel, SpecAugment, apply_cmvn
-from blspeech.kaldi import cmvn_stats
+from blspeech.frontend.features import CMVN, LogMel, SpecAugment, apply_cmvn
+from blspeech.io.audio import AudioReader
+from blspeech.io.kaldi import cmvn_stats
 
 RATES = [("speech_data_dir_8k", 8000, 40), ("speech_data_dir", 16000, 80)]
 

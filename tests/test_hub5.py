@@ -3,7 +3,7 @@
 The reference pipeline is Kaldi's ``score_sclite.sh`` made of the real parts: Kaldi's greps
 on the CTM, ``hubscr.pl sortSTM`` / ``sortCTM`` (hubscr's own sorters), ``csrfilt.sh -dh``
 with a GLM, ``sclite -F -D -o rsum``, and ``grep '^sw_'`` / ``grep '^en_'`` for the subsets.
-:func:`blspeech.hub5.score_hub5` must give sclite's counts (sentences, reference words,
+:func:`blspeech.scoring.hub5.score_hub5` must give sclite's counts (sentences, reference words,
 correct, S/D/I, errors, sentence errors), in total and per speaker; the GLM filter must
 give csrfilt's output line for line; the network alignment must give sclite's steps.
 """
@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from blspeech.errors import UserError
-from blspeech.hub5 import (
+from blspeech.scoring.hub5 import (
     CtmAlternation,
     CtmWord,
     Glm,
@@ -34,7 +34,7 @@ from blspeech.hub5 import (
     score_hub5,
     split_tokens,
 )
-from blspeech.score import Alternation, align, parse_alternation, score
+from blspeech.scoring.wer import Alternation, align, parse_alternation, score
 
 BIN = "/usr/lib/sctk/bin"
 ENV = {**os.environ, "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}  # csrfilt calls rfilter1

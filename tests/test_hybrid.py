@@ -26,11 +26,8 @@ import pytest
 import torch
 from conftest import make_data_dir
 
-from blspeech.checkpoint import load_checkpoint
 from blspeech.cli import main as cli_main
-from blspeech.errors import UserError
-from blspeech.extract import compute_cmvn, compute_feats
-from blspeech.hybrid import (
+from blspeech.decoding.hybrid import (
     UNSEEN_LOG_PRIOR,
     ctc_path_to_pdfs,
     frame_targets,
@@ -40,12 +37,15 @@ from blspeech.hybrid import (
     token_topology_pdfs,
     viterbi_token_loop,
 )
-from blspeech.inference import load_acoustic_model
-from blspeech.kaldi import read_int_vectors, read_matrices, read_table, write_int_vectors
+from blspeech.errors import UserError
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.inference.model import load_acoustic_model
+from blspeech.io.checkpoint import load_checkpoint
+from blspeech.io.kaldi import read_int_vectors, read_matrices, read_table, write_int_vectors
 from blspeech.models import build_model
 from blspeech.models.asr import HybridModel, acoustic_model_from_config
-from blspeech.train import train
-from blspeech.train_config import read_config_file
+from blspeech.training.config import read_config_file
+from blspeech.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1",

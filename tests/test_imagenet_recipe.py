@@ -18,8 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from blspeech import checkpoint as ckpt_mod
-from blspeech.checkpoint import (
+from blspeech.data.vision import ShardSampler
+from blspeech.io import checkpoint as ckpt_mod
+from blspeech.io.checkpoint import (
     capture_rng_state,
     copy_checkpoint,
     load_checkpoint,
@@ -28,15 +29,14 @@ from blspeech.checkpoint import (
     save_checkpoint,
 )
 from blspeech.models import build_model, build_model_from_config
-from blspeech.optim import (
+from blspeech.training.optim import (
     build_optimizer,
     build_scheduler,
     param_groups,
     sync_lr,
     warmup_cosine,
 )
-from blspeech.train_vision import build_parser, main, topk_correct
-from blspeech.vision_data import ShardSampler
+from blspeech.training.vision import build_parser, main, topk_correct
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SH = ROOT / "recipes" / "imagenet" / "run.sh"
@@ -142,7 +142,7 @@ def test_resume_after_crash_matches_uninterrupted_run(data_dir: Path, tmp_path: 
                                                      one_thread: None) -> None:
     """Model, optimizer, scheduler and RNG restore exactly: a run that crashes in epoch 2
     and resumes ends with the same weights and losses as one that never stopped."""
-    import blspeech.train_vision as tv
+    import blspeech.training.vision as tv
 
     def argv(exp: Path) -> list[str]:
         return ["--data-dir", str(data_dir), "--exp-dir", str(exp), "--device", "cpu",
@@ -181,7 +181,7 @@ def test_resume_after_crash_matches_uninterrupted_run(data_dir: Path, tmp_path: 
 
 
 def test_bad_data_dir_exits_2_with_one_line(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "blspeech.train_vision", "--data-dir",
+    cmd = [sys.executable, "-m", "blspeech.training.vision", "--data-dir",
            str(tmp_path / "missing"), "--exp-dir", str(tmp_path / "exp")]
     r = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2

@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from blspeech import fileio, kaldi
-from blspeech.kaldi import KaldiFormatError
+from blspeech.io import fileio, kaldi
+from blspeech.io.kaldi import KaldiFormatError
 
 with contextlib.redirect_stderr(io.StringIO()):
     import kaldi_io

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from blspeech.lm import BOS, EOS, UNK, train_ngram, write_arpa
+from blspeech.text.ngram import BOS, EOS, UNK, train_ngram, write_arpa
 
 
 def _sentences(n=60, seed=0):

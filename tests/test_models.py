@@ -19,8 +19,8 @@ from blspeech.models import (
     make_stage,
     model_defaults,
 )
+from blspeech.models.profile import count
 from blspeech.models.vision import load_official_checkpoint
-from blspeech.profile import count
 
 REFERENCE = json.loads(
     (Path(__file__).parent / "data" / "bl_imagenet_state_dict_shapes.json").read_text()

@@ -21,7 +21,7 @@ import jiwer
 import pytest
 
 from blspeech.errors import UserError
-from blspeech.score import align, jiwer_cer, read_text, read_utt2spk, score
+from blspeech.scoring.wer import align, jiwer_cer, jiwer_measures, read_text, read_utt2spk, score
 
 SCLITE = "/usr/lib/sctk/bin/sclite"
 
@@ -375,3 +375,30 @@ def test_cli_normalization_hooks_apply_to_both_sides(tmp_path):
                             "--hesitations", "default").stdout)
     assert raw["errors"] > normed["errors"]
     assert (normed["ref_words"], normed["errors"], normed["substitutions"]) == (5, 1, 1)
+
+
+def test_jiwer_measures_are_jiwers_own_numbers():
+    refs, hyps, _ = random_corpus(7, 40, ["a", "b", "c", "d"])
+    got = jiwer_measures(refs, hyps)
+    out = jiwer.process_words([" ".join(_words(refs[u])) for u in refs],
+                              [" ".join(_words(hyps.get(u, ""))) for u in refs])
+    assert got["wer"] == pytest.approx(100 * out.wer)
+    assert got["mer"] == pytest.approx(100 * out.mer)
+    assert got["wil"] == pytest.approx(100 * out.wil)
+    assert (got["substitutions"], got["deletions"], got["insertions"], got["hits"]) == (
+        out.substitutions, out.deletions, out.insertions, out.hits)
+
+
+def test_score_jiwer_prints_both_when_their_alignments_differ(tmp_path):
+    # sclite: 'c' deleted, 'a' correct, 'd' inserted (costs 3 + 3 < two substitutions' 8);
+    # jiwer's unit costs make it two substitutions. The same 2 errors either way.
+    (tmp_path / "ref").write_text("u1 c a\n")
+    (tmp_path / "hyp").write_text("u1 a d\n")
+    proc = run("--ref", "ref", "--hyp", "hyp", "--jiwer", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "%WER 100.00 [ 2 / 2, 1 ins, 1 del, 0 sub ]" in proc.stdout
+    assert "jiwer: WER 100.00%" in proc.stdout and "S 2, D 0, I 0, H 0" in proc.stdout
+    proc = run("--ref", "ref", "--hyp", "hyp", "--jiwer", "--json", cwd=tmp_path)
+    out = json.loads(proc.stdout)
+    assert out["jiwer"]["substitutions"] == 2 and out["jiwer"]["wer"] == pytest.approx(100.0)
+    assert (out["substitutions"], out["deletions"], out["insertions"]) == (0, 1, 1)

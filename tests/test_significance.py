@@ -1,4 +1,4 @@
-"""The MAPSSWE test of blspeech.significance against NIST SCTK's own ``sc_stats``.
+"""The MAPSSWE test of blspeech.scoring.significance against NIST SCTK's own ``sc_stats``.
 
 Each comparison writes the same transcripts as trn files, aligns both systems with the real
 ``sclite -s -o sgml`` and runs ``sc_stats -p -t mapsswe -v`` on the two alignments; we
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from blspeech.errors import UserError
-from blspeech.significance import mapsswe
+from blspeech.scoring.significance import mapsswe
 
 
 def _sctk(name: str) -> str | None:

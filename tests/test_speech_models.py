@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from blspeech.models import BigLittleModule, build_model, list_models
+from blspeech.models.profile import count
 from blspeech.models.speech import ResNetAM, subsampled_lengths
-from blspeech.profile import count
 
 ENCODERS = ["resnet_am_tiny", "bl_resnet_am_tiny", "quartznet_tiny", "conformer_tiny"]
 

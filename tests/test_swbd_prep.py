@@ -28,7 +28,6 @@ from swbd_fake import (
     write_stand_in_sph2pipe,
 )
 
-from blspeech.audio import AudioReader
 from blspeech.cli import main as blspeech_main
 from blspeech.corpora.swbd import (
     find_sph2pipe,
@@ -42,9 +41,10 @@ from blspeech.corpora.swbd import (
     wav_scp_entry,
 )
 from blspeech.corpora.swbd_cli import main as swbd_main
-from blspeech.datadir import validate_data_dir
 from blspeech.errors import UserError
-from blspeech.kaldi import read_table
+from blspeech.io.audio import AudioReader
+from blspeech.io.datadir import validate_data_dir
+from blspeech.io.kaldi import read_table
 
 SCTK_BIN = Path("/usr/lib/sctk/bin")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from swbd_fake import make_fake_swbd, write_fake_shorten
 
-from blspeech.checkpoint import load_checkpoint
-from blspeech.kaldi import read_table
+from blspeech.io.checkpoint import load_checkpoint
+from blspeech.io.kaldi import read_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_SH = ROOT / "recipes" / "swbd" / "run.sh"

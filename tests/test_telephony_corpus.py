@@ -62,7 +62,7 @@ from blspeech.corpora.telephony_text import (
     read_prompt_transcripts,
     sentence_pieces,
 )
-from blspeech.datadir import DataDir, validate_data_dir
+from blspeech.io.datadir import DataDir, validate_data_dir
 
 TRANSCRIPT = re.compile(r"[a-z]+(?:'[a-z]+)*(?: [a-z]+(?:'[a-z]+)*)*")
 MINI = CorpusConfig(num_train=24, num_dev=6, num_test_synth=8, num_test_real=6, seed=3)

@@ -9,7 +9,7 @@ import torch
 from conftest import SENTENCES
 
 from blspeech.errors import UserError
-from blspeech.text import (
+from blspeech.text.tokenizers import (
     BLANK,
     UNK,
     BPETokenizer,
@@ -73,7 +73,7 @@ def test_char_tokenizer_unknowns_and_blanks():
 
 
 def test_normalizer_tags_and_hesitations_round_trip():
-    from blspeech.text import HESITATIONS
+    from blspeech.text.tokenizers import HESITATIONS
 
     norm = TextNormalizer(case="lower", remove_punctuation=True, remove_tags=True,
                           hesitations=HESITATIONS)

@@ -21,19 +21,19 @@ import pytest
 import torch
 from conftest import make_data_dir
 
-from blspeech.checkpoint import load_checkpoint
 from blspeech.cli import main as cli_main
-from blspeech.ctc_search import greedy_batch
-from blspeech.data import SpeechDataset, collate
-from blspeech.datadir.ops import subset_data_dir
-from blspeech.extract import compute_cmvn, compute_feats
-from blspeech.features import CMVN
+from blspeech.data.speech import SpeechDataset, collate
+from blspeech.decoding.ctc import greedy_batch
+from blspeech.frontend.extract import compute_cmvn, compute_feats
+from blspeech.frontend.features import CMVN
+from blspeech.io.checkpoint import load_checkpoint
+from blspeech.io.datadir.ops import subset_data_dir
 from blspeech.models.asr import acoustic_model_from_config
-from blspeech.score import score
-from blspeech.text import TextNormalizer, tokenizer_from_dict
-from blspeech.train import average_checkpoints, ctc_loss_sum, train
-from blspeech.train_config import build_config, config_diff, read_config_file
-from blspeech.train_prep import noam
+from blspeech.scoring.wer import score
+from blspeech.text.tokenizers import TextNormalizer, tokenizer_from_dict
+from blspeech.training.config import build_config, config_diff, read_config_file
+from blspeech.training.prep import noam
+from blspeech.training.trainer import average_checkpoints, ctc_loss_sum, train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1",
@@ -378,7 +378,7 @@ def test_scheduler_steps_only_with_the_optimizer(corpus, tmp_path, one_thread):
 
 
 def test_optimizer_step_skips_the_scheduler_when_grad_scaler_skips():
-    from blspeech.optim import optimizer_step, optimizer_stepped
+    from blspeech.training.optim import optimizer_step, optimizer_stepped
 
     assert optimizer_stepped(True, None, None) and not optimizer_stepped(False, None, None)
     assert optimizer_stepped(True, 1024.0, 1024.0) and optimizer_stepped(True, 1024.0, 2048.0)

@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from ..errors import UserError
+from blspeech.errors import UserError
 
 #: Modules of this package that add sub-commands, in ``--help`` order.
 COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr", "export")
@@ -41,7 +41,7 @@ def _commands_switch(off: bool) -> Iterator[None]:
     """``--no-wavscp-commands`` as ``BLSPEECH_NO_WAVSCP_COMMANDS=1`` for the command's run:
     one switch for every command read from (wav.scp, feats.scp, cmvn.scp, ``ark:... |``),
     data-loading workers included; restored afterwards for in-process callers."""
-    name = "BLSPEECH_NO_WAVSCP_COMMANDS"  # blspeech.kaldi.pipes.NO_COMMANDS_ENV (fast import)
+    name = "BLSPEECH_NO_WAVSCP_COMMANDS"  # blspeech.io.kaldi.pipes.NO_COMMANDS_ENV (fast import)
     if not off:
         yield
         return
@@ -63,6 +63,11 @@ def _debug(args: argparse.Namespace) -> bool:
 def _run(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader went away (`blspeech score ... | head`): stop quietly, as Unix tools do.
+        # stdout is pointed at devnull so that the interpreter's final flush cannot fail.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as e:
         if e.filename is None:
             raise

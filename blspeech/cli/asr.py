@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 
-from .common import UserError, count, positive
+from blspeech.cli.common import UserError, count, positive
 
 
 @contextlib.contextmanager
@@ -48,7 +48,7 @@ def _command(name: str):
 
 @_command("decode")
 def cmd_decode(args: argparse.Namespace) -> int:
-    from ..decode import decode_data_dir
+    from blspeech.inference.decode import decode_data_dir
 
     summary = decode_data_dir(
         args.checkpoint, args.data_dir, args.out_dir, method=args.method, beam=args.beam,
@@ -64,7 +64,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 @_command("align")
 def cmd_align(args: argparse.Namespace) -> int:
-    from ..align import align_data_dir
+    from blspeech.inference.align import align_data_dir
 
     summary = align_data_dir(
         args.checkpoint, args.data_dir, args.out_dir, max_frames=args.max_frames,
@@ -77,11 +77,11 @@ def cmd_align(args: argparse.Namespace) -> int:
 
 @_command("make-bundle")
 def cmd_make_bundle(args: argparse.Namespace) -> int:
-    from ..bundle import make_bundle
+    from blspeech.inference.bundle import make_bundle
 
     frontend = None
     if args.frontend:
-        from ..extract import load_frontend_config
+        from blspeech.frontend.extract import load_frontend_config
 
         frontend = load_frontend_config(args.frontend)
     print(json.dumps(make_bundle(args.checkpoint, args.out, frontend=frontend,
@@ -92,8 +92,8 @@ def cmd_make_bundle(args: argparse.Namespace) -> int:
 
 @_command("transcribe")
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    from ..bundle import load_bundle
-    from ..ctc_search import format_ctm
+    from blspeech.decoding.ctc import format_ctm
+    from blspeech.inference.bundle import load_bundle
 
     bundle = load_bundle(args.bundle, args.device)
     for path in args.audio:
@@ -110,7 +110,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 @_command("forward")
 def cmd_forward(args: argparse.Namespace) -> int:
-    from ..forward import forward_data_dir, parse_wspecifier
+    from blspeech.inference.forward import forward_data_dir, parse_wspecifier
 
     summary = forward_data_dir(
         args.checkpoint, args.data_dir, args.wspecifier, prior_scale=args.prior_scale,
@@ -124,8 +124,8 @@ def cmd_forward(args: argparse.Namespace) -> int:
 
 @_command("compare-models")
 def cmd_compare_models(args: argparse.Namespace) -> int:
-    from ..compare import measure_efficiency
-    from ..fileio import atomic_write
+    from blspeech.inference.compare import measure_efficiency
+    from blspeech.io.fileio import atomic_write
 
     checkpoints: dict[str, str] = {}
     for spec in args.models:
@@ -151,15 +151,15 @@ def cmd_compare_models(args: argparse.Namespace) -> int:
 
 def _normalizer_from(path: str):
     """The text normalizer of a tokenizer dir, its ``tokenizer.pt``, or a model checkpoint."""
-    from ..text import TextNormalizer
+    from blspeech.text.tokenizers import TextNormalizer
 
     if os.path.isdir(path):
-        from ..train_config import load_tokenizer_dir
+        from blspeech.training.config import load_tokenizer_dir
 
         return load_tokenizer_dir(path)[1]
     if not os.path.isfile(path):
         raise UserError(f"--tokenizer-dir {path} does not exist")
-    from ..checkpoint import safe_torch_load
+    from blspeech.io.checkpoint import safe_torch_load
 
     entry = safe_torch_load(path, "checkpoint or tokenizer file")
     if not isinstance(entry, dict) or not isinstance(entry.get("normalizer"), dict):
@@ -202,7 +202,7 @@ def read_sentences(source: str, utt_ids: bool | None = None) -> list[str]:
 
 @_command("train-lm")
 def cmd_train_lm(args: argparse.Namespace) -> int:
-    from ..lm import train_ngram, write_arpa
+    from blspeech.text.ngram import train_ngram, write_arpa
 
     if args.order < 2:
         raise UserError(f"--order must be 2 or more, got {args.order}: KenLM, which 'decode "
@@ -237,8 +237,7 @@ def _common_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    """Add this module's sub-commands to the ``blspeech`` parser."""
+def _add_decode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "decode",
         help="decode a data dir with a trained CTC or token-topology hybrid model "
@@ -300,6 +299,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common_data_options(p)
     p.set_defaults(func=cmd_decode)
 
+
+def _add_make_bundle(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "make-bundle",
         help="pack a trained model into one file for other pipelines (front-end, CMVN, "
@@ -331,6 +332,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="hybrid token-topology models: penalty per token")
     p.set_defaults(func=cmd_make_bundle)
 
+
+def _add_transcribe(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "transcribe",
         help="transcribe audio files with a bundle",
@@ -351,6 +354,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.set_defaults(func=cmd_transcribe)
 
+
+def _add_forward(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "forward",
         help="write a model's per-frame log-likelihoods as a Kaldi matrix archive "
@@ -386,6 +391,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common_data_options(p)
     p.set_defaults(func=cmd_forward)
 
+
+def _add_compare_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compare-models",
         help="parameters, GFLOPs per second of audio and decoding RTF of several models",
@@ -417,6 +424,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common_data_options(p)
     p.set_defaults(func=cmd_compare_models)
 
+
+def _add_align(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "align",
         help="CTC forced alignment of a data dir's transcripts (ali.ark/.scp, ctm)",
@@ -446,6 +455,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _common_data_options(p)
     p.set_defaults(func=cmd_align)
 
+
+def _add_train_lm(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-lm",
         help="train a word n-gram LM (interpolated Kneser-Ney, ARPA) for LM decoding",
@@ -474,3 +485,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--discount", type=float, default=0.75,
                    help="Kneser-Ney absolute discount (default: 0.75)")
     p.set_defaults(func=cmd_train_lm)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add this module's sub-commands to the ``blspeech`` parser."""
+    for add in (_add_decode, _add_make_bundle, _add_transcribe, _add_forward,
+                _add_compare_models, _add_align, _add_train_lm):
+        add(sub)

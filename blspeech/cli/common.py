@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import UserError
+from blspeech.errors import UserError
 
 __all__ = ["UserError", "count", "overrides", "positive", "shape"]
 

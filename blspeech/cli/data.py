@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .common import UserError, positive
+from blspeech.cli.common import UserError, positive
 
 EXIT_PROBLEMS = 1
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -48,7 +48,7 @@ def _read_id_list(path: str) -> list[str]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from ..datadir import DataDir, check_data_dir
+    from blspeech.io.datadir import DataDir, check_data_dir
 
     data = DataDir.load(args.dir, strict=False)
     problems = check_data_dir(data, check_files=not args.no_check_files)
@@ -68,14 +68,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_fix(args: argparse.Namespace) -> int:
-    from ..datadir import fix_data_dir
+    from blspeech.io.datadir import fix_data_dir
 
     print(json.dumps(fix_data_dir(args.dir, check_files=not args.no_check_files)))
     return 0
 
 
 def cmd_subset(args: argparse.Namespace) -> int:
-    from ..datadir import subset_data_dir
+    from blspeech.io.datadir import subset_data_dir
 
     report = subset_data_dir(
         args.src, args.dst,
@@ -90,7 +90,7 @@ def cmd_subset(args: argparse.Namespace) -> int:
 
 
 def cmd_combine(args: argparse.Namespace) -> int:
-    from ..datadir import combine_data_dirs
+    from blspeech.io.datadir import combine_data_dirs
 
     report = combine_data_dirs(args.dst, args.srcs)
     for warning in report["warnings"]:
@@ -100,7 +100,7 @@ def cmd_combine(args: argparse.Namespace) -> int:
 
 
 def cmd_perturb(args: argparse.Namespace) -> int:
-    from ..datadir import perturb_speed
+    from blspeech.io.datadir import perturb_speed
 
     print(json.dumps(perturb_speed(args.src, args.dst, args.factors)))
     return 0

@@ -51,7 +51,7 @@ onnxruntime:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..export import export_bundle
+    from blspeech.inference.export import export_bundle
 
     print(json.dumps(export_bundle(args.bundle, args.output, args.format)))
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import positive
+from blspeech.cli.common import positive
 
 
 def cmd_compute_feats(args: argparse.Namespace) -> int:
-    from ..extract import compute_feats, load_frontend_config
+    from blspeech.frontend.extract import compute_feats, load_frontend_config
 
     config = load_frontend_config(args.config)
     if args.num_mel_bins is not None:
@@ -23,7 +23,7 @@ def cmd_compute_feats(args: argparse.Namespace) -> int:
 
 
 def cmd_compute_cmvn(args: argparse.Namespace) -> int:
-    from ..extract import compute_cmvn
+    from blspeech.frontend.extract import compute_cmvn
 
     path = compute_cmvn(args.dir, args.mode)
     print(json.dumps({"mode": args.mode, "path": str(path)}))

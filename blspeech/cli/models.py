@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import UserError, overrides, shape
+from blspeech.cli.common import UserError, overrides, shape
 
 
 def cmd_list_models(args: argparse.Namespace) -> int:
-    from ..models import list_models, model_defaults
+    from blspeech.models import list_models, model_defaults
 
     for name in list_models():
         print(json.dumps({"name": name, **model_defaults(name)}) if args.verbose else name)
@@ -19,8 +19,8 @@ def cmd_list_models(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     import torch
 
-    from ..models import build_model
-    from ..profile import count
+    from blspeech.models import build_model
+    from blspeech.models.profile import count
 
     options = overrides(args.set)
     for key in ("alpha", "beta"):

@@ -9,8 +9,8 @@ import os
 import re
 import sys
 
-from ..score import Counts, ScoreResult, UtteranceScore
-from .common import UserError
+from blspeech.cli.common import UserError
+from blspeech.scoring.wer import Counts, ScoreResult, UtteranceScore
 
 
 def _rate(value: float | None) -> str:
@@ -88,8 +88,14 @@ def report(result: ScoreResult, cer: ScoreResult | None, cer_jiwer: float | None
     return "\n".join(lines)
 
 
+def _jiwer_line(m: dict) -> str:
+    return (f"jiwer: WER {m['wer']:.2f}%  MER {m['mer']:.2f}%  WIL {m['wil']:.2f}%  "
+            f"[ S {m['substitutions']}, D {m['deletions']}, I {m['insertions']}, "
+            f"H {m['hits']} ]  (plain Levenshtein, unit costs: S/D/I can differ from sclite's)")
+
+
 def _normalizer(args: argparse.Namespace):
-    from ..text import HESITATIONS, TextNormalizer
+    from blspeech.text.tokenizers import HESITATIONS, TextNormalizer
 
     hesitations: tuple[str, ...] = ()
     if args.hesitations:
@@ -102,7 +108,7 @@ def _normalizer(args: argparse.Namespace):
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from ..score import jiwer_cer, read_text, read_utt2spk, score
+    from blspeech.scoring.wer import jiwer_cer, jiwer_measures, read_text, read_utt2spk, score
 
     if args.top < 0:
         raise UserError(f"--top must be 0 or more, got {args.top}")
@@ -120,6 +126,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     result = score(refs, hyps, utt2spk=utt2spk)
     cer = score(refs, hyps, unit="char") if args.cer else None
     cer_jiwer = jiwer_cer(refs, hyps) if args.cer else None
+    by_jiwer = jiwer_measures(refs, hyps) if args.jiwer else None
     for warning in result.warnings:
         print(f"blspeech score: warning: {warning}", file=sys.stderr)
     if args.json:
@@ -129,9 +136,13 @@ def cmd_score(args: argparse.Namespace) -> int:
             out["cer"] = cer.wer
             out["cer_counts"] = cer.totals().to_dict("char")
             out["cer_jiwer"] = cer_jiwer
+        if by_jiwer is not None:
+            out["jiwer"] = by_jiwer
         print(json.dumps(out))
     else:
         print(report(result, cer, cer_jiwer, details=args.details, top=args.top))
+        if by_jiwer is not None:
+            print(_jiwer_line(by_jiwer))
     return 0
 
 
@@ -165,6 +176,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cer", action="store_true",
                    help="also the character error rate: sclite -c (characters of the words, "
                    "spaces removed) and jiwer's (spaces count)")
+    p.add_argument("--jiwer", action="store_true",
+                   help="also print jiwer's own WER, MER, WIL and S/D/I (jiwer.process_words "
+                   "on the same texts): jiwer aligns with unit costs and knows no optional "
+                   "words or alternations, so its S/D/I split (and with those, its totals) "
+                   "can differ from sclite's")
     p.add_argument("--json", action="store_true",
                    help="print only one JSON object (wer, substitutions, deletions, "
                    "insertions, ref_words, sentences, sentence_errors, ser, per_speaker, ...)")
@@ -192,7 +208,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _subsets(args: argparse.Namespace) -> dict[str, str]:
-    from ..hub5 import DEFAULT_SUBSETS
+    from blspeech.scoring.hub5 import DEFAULT_SUBSETS
 
     out = {} if args.no_default_subsets else dict(DEFAULT_SUBSETS)
     given: set[str] = set()
@@ -226,8 +242,8 @@ def hub5_report(results: dict[str, ScoreResult]) -> str:
 
 
 def cmd_score_hub5(args: argparse.Namespace) -> int:
-    from ..fileio import atomic_write
-    from ..hub5 import ctm_from_utterance_ctm, score_hub5
+    from blspeech.io.fileio import atomic_write
+    from blspeech.scoring.hub5 import ctm_from_utterance_ctm, score_hub5
 
     stm, glm, ctm_lines, notes = args.stm, args.glm, None, []
     if args.data_dir is not None:
@@ -352,8 +368,8 @@ def _register_compare_wer(sub: argparse._SubParsersAction) -> None:
     """``compare-wer``: is one system's WER significantly lower? (NIST's MAPSSWE test)"""
 
     def run(args: argparse.Namespace) -> int:
-        from ..score import read_text
-        from ..significance import mapsswe
+        from blspeech.scoring.significance import mapsswe
+        from blspeech.scoring.wer import read_text
 
         r = mapsswe(read_text(args.ref), read_text(args.hyp_a), read_text(args.hyp_b))
         verdict = r.verdict(args.alpha)  # checks --alpha before anything is printed

@@ -7,11 +7,11 @@ import argparse
 import json
 import sys
 
-from .common import UserError, overrides, positive
+from blspeech.cli.common import UserError, overrides, positive
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from ..train_config import train_tokenizer_for
+    from blspeech.training.config import train_tokenizer_for
 
     summary = train_tokenizer_for(args.data_dir, args.out_dir, kind=args.kind,
                                   vocab_size=args.vocab_size, case=args.case,
@@ -21,11 +21,11 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import distributed as dist_utils
+    from blspeech.training import distributed as dist_utils
 
     try:
-        from ..train import train
-        from ..train_config import build_config, read_config_file
+        from blspeech.training.config import build_config, read_config_file
+        from blspeech.training.trainer import train
 
         config = build_config(read_config_file(args.config), overrides(args.set))
         summary = train(config, train_dir=args.train_dir, dev_dir=args.dev_dir,

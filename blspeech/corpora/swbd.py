@@ -44,10 +44,10 @@ from pathlib import Path
 
 import soundfile as sf
 
-from ..datadir import DataDir
-from ..datadir.core import c_sorted, format_seconds
-from ..errors import UserError
-from ..fileio import atomic_write
+from blspeech.errors import UserError
+from blspeech.io.datadir import DataDir
+from blspeech.io.datadir.core import c_sorted, format_seconds
+from blspeech.io.fileio import atomic_write
 
 #: Where Kaldi's ``tools/Makefile`` (``make sph2pipe``) and its installers put sph2pipe.
 KALDI_SPH2PIPE = ("tools/sph2pipe_v2.5/sph2pipe", "tools/sph2pipe/sph2pipe",

@@ -24,8 +24,8 @@ import json
 import sys
 import warnings
 
-from ..errors import UserError
-from .swbd import prepare_eval2000, prepare_swbd
+from blspeech.corpora.swbd import prepare_eval2000, prepare_swbd
+from blspeech.errors import UserError
 
 PROG = "swbd_cli"
 

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import soundfile as sf
 
-from ..errors import UserError
+from blspeech.errors import UserError
 
 #: Bump when the audio processing changes, so old files are not taken for new ones.
 PIPELINE_VERSION = 1

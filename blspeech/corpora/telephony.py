@@ -42,11 +42,7 @@ from pathlib import Path
 import soundfile as sf
 from tqdm import tqdm
 
-from ..datadir import DataDir
-from ..datadir.core import format_seconds
-from ..errors import UserError
-from ..fileio import atomic_write
-from .synth import (
+from blspeech.corpora.synth import (
     Channel,
     SynthJob,
     Voice,
@@ -55,7 +51,7 @@ from .synth import (
     run_job,
     voice_for_speaker,
 )
-from .telephony_text import (
+from blspeech.corpora.telephony_text import (
     ASTERISK_SOUND_DIR,
     ASTERISK_TRANSCRIPTS,
     DEFAULT_TEXT_DIR,
@@ -65,6 +61,10 @@ from .telephony_text import (
     contains_phrase,
     load_prompts,
 )
+from blspeech.errors import UserError
+from blspeech.io.datadir import DataDir
+from blspeech.io.datadir.core import format_seconds
+from blspeech.io.fileio import atomic_write
 
 SPLITS = ("train", "dev", "test_real", "test_synth")
 TRAINING_SPLITS = ("train", "dev")

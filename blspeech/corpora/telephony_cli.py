@@ -16,15 +16,15 @@ import math
 import sys
 import time
 
-from ..errors import UserError
-from .synth import Channel
-from .telephony import (
+from blspeech.corpora.synth import Channel
+from blspeech.corpora.telephony import (
     HELD_OUT_SPEAKERS,
     QUICK_SIZES,
     CorpusConfig,
     build_corpus,
     format_stats,
 )
+from blspeech.errors import UserError
 
 
 def _bool(text: str) -> bool:

@@ -40,9 +40,7 @@ from pathlib import Path
 
 import soundfile as sf
 
-from ..errors import UserError
-from ..text import TextNormalizer
-from .number_words import (
+from blspeech.corpora.number_words import (
     digit_words,
     expand_numbers,
     money_words,
@@ -52,6 +50,8 @@ from .number_words import (
     time_words,
     year_words,
 )
+from blspeech.errors import UserError
+from blspeech.text.tokenizers import TextNormalizer
 
 #: Templates and word lists shipped with the repository (``data/telephony``).
 DEFAULT_TEXT_DIR = Path(__file__).resolve().parents[2] / "data" / "telephony"

@@ -4,11 +4,11 @@ This package imports nothing from training, decoding or the CLI, so it can be ve
 into other pipelines on its own.
 """
 
-from . import speech, vision  # noqa: F401  (register the speech and vision models)
-from .big_little import BigLittleModule
-from .blocks import BasicBlock, Bottleneck, SqueezeExcite, make_stage
-from .bn_fold import fuse
-from .registry import (
+from blspeech.models import speech, vision  # noqa: F401  (register the speech and vision models)
+from blspeech.models.big_little import BigLittleModule
+from blspeech.models.blocks import BasicBlock, Bottleneck, SqueezeExcite, make_stage
+from blspeech.models.bn_fold import fuse
+from blspeech.models.registry import (
     build_model,
     build_model_from_config,
     list_models,

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
-from .blocks import Stride, make_stage, pair
+from blspeech.errors import UserError
+from blspeech.models.blocks import Stride, make_stage, pair
 
 MERGE_MODES = ("nearest", "bilinear")
 

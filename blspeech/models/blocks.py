@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from ..errors import UserError
+from blspeech.errors import UserError
 
 Stride = int | tuple[int, int]
 

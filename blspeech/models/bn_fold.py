@@ -30,8 +30,8 @@ import sys
 import torch
 from torch import nn
 
-from .big_little import BigLittleModule
-from .blocks import BasicBlock, Bottleneck, MaskedBatchNorm1d, MaskedBatchNorm2d
+from blspeech.models.big_little import BigLittleModule
+from blspeech.models.blocks import BasicBlock, Bottleneck, MaskedBatchNorm1d, MaskedBatchNorm2d
 
 Pairs = tuple[tuple[str, str], ...]
 

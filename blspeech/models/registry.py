@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import UserError
+from blspeech.errors import UserError
 
 _REGISTRY: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {}
 

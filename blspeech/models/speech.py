@@ -41,9 +41,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .big_little import BigLittleModule
-from .blocks import (
+from blspeech.errors import UserError
+from blspeech.models.big_little import BigLittleModule
+from blspeech.models.blocks import (
     MaskedBatchNorm1d,
     MaskedBatchNorm2d,
     SqueezeExcite,
@@ -51,8 +51,8 @@ from .blocks import (
     make_stage,
     masked_batch_norm,
 )
-from .bn_fold import register_fuse_pairs
-from .registry import register_model
+from blspeech.models.bn_fold import register_fuse_pairs
+from blspeech.models.registry import register_model
 
 TIME_SUBSAMPLING = (1, 2, 4)
 

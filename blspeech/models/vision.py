@@ -22,11 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UserError
-from .big_little import BigLittleModule
-from .blocks import init_weights, make_stage
-from .bn_fold import register_fuse_pairs
-from .registry import register_model
+from blspeech.errors import UserError
+from blspeech.models.big_little import BigLittleModule
+from blspeech.models.blocks import init_weights, make_stage
+from blspeech.models.bn_fold import register_fuse_pairs
+from blspeech.models.registry import register_model
 
 # bL depths count Big + fusion blocks per stage, so bL-ResNet-101/152 use other stage
 # counts than ResNet-101/152.

@@ -28,7 +28,7 @@
 #   --exp-dir DIR            output folder [recipes/imagenet/exp/<model>]
 #   --max-steps-per-epoch N  cap steps per epoch for smoke tests; 0 = no cap [0]
 #   --resume true|false      continue from EXP_DIR/last.pt when it exists [true]
-#   --extra-args "ARGS"      more flags for python -m blspeech.train_vision, e.g.
+#   --extra-args "ARGS"      more flags for python -m blspeech.training.vision, e.g.
 #                            "--optimizer adamw --warmup-epochs 5 --workers 16" []
 #
 # Python: the script runs ${PYTHON:-python3}; activate the virtual environment that has
@@ -127,13 +127,13 @@ sys.exit("missing Python packages: " + ", ".join(missing) if missing else 0)' \
     || die "$PYTHON lacks packages; activate the blspeech venv or set PYTHON"
   # One plain process validates data, model and options, so mistakes show up as one
   # line here instead of failing inside every torchrun worker.
-  "$PYTHON" -m blspeech.train_vision "${train_args[@]}" --check-only
+  "$PYTHON" -m blspeech.training.vision "${train_args[@]}" --check-only
 fi
 
 if (( stage <= 1 && 1 <= stop_stage )); then
   echo "stage 1: training $model in $exp_dir"
   [[ -n $data_dir ]] || die "--data-dir is required"
-  launch -m blspeech.train_vision "${train_args[@]}"
+  launch -m blspeech.training.vision "${train_args[@]}"
 fi
 
 if (( stage <= 2 && 2 <= stop_stage )); then
@@ -148,6 +148,6 @@ if (( stage <= 2 && 2 <= stop_stage )); then
   # Evaluation needs no other node: a fresh single-node job on a free port. Training-only
   # flags in --extra-args are accepted and ignored by --evaluate.
   "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$nproc_per_node" \
-    -m blspeech.train_vision "${common[@]}" --evaluate "$exp_dir/best.pt" \
+    -m blspeech.training.vision "${common[@]}" --evaluate "$exp_dir/best.pt" \
     ${extra[@]+"${extra[@]}"}
 fi

@@ -15,7 +15,7 @@ import glob
 import os
 import sys
 
-from blspeech.checkpoint import copy_checkpoint, load_checkpoint
+from blspeech.io.checkpoint import copy_checkpoint, load_checkpoint
 
 METRICS = ("dev_wer", "dev_loss")
 

@@ -17,11 +17,11 @@ import json
 import os
 import sys
 
-from blspeech.compare import count_flops
 from blspeech.errors import UserError
-from blspeech.fileio import atomic_write
-from blspeech.inference import load_acoustic_model
-from blspeech.profile import count_params
+from blspeech.inference.compare import count_flops
+from blspeech.inference.model import load_acoustic_model
+from blspeech.io.fileio import atomic_write
+from blspeech.models.profile import count_params
 
 SUBSETS = ("all", "swbd", "callhm")
 

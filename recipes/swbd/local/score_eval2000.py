@@ -6,7 +6,7 @@ Usage: local/score_eval2000.py DATA_DIR DECODE_DIR
 1. DECODE_DIR/ctm (per utterance, as 'blspeech decode' writes it) becomes a file-level
    CTM (DECODE_DIR/score_hub5/hyp.ctm) with DATA_DIR's segments and
    reco2file_and_channel (Kaldi's utils/convert_ctm.pl).
-2. blspeech.hub5.score_hub5 scores it against DATA_DIR/stm with DATA_DIR/glm: noise tags,
+2. blspeech.scoring.hub5.score_hub5 scores it against DATA_DIR/stm with DATA_DIR/glm: noise tags,
    <unk>, hesitations and fragments dropped from the hypothesis (Kaldi's filter), the GLM
    applied to both sides (csrfilt.sh -dh), optional reference words, sclite's time-mediated
    alignment; subsets swbd (sw_*) and callhm (en_*). Writes DECODE_DIR/score_hub5/
@@ -27,8 +27,8 @@ import sys
 import tempfile
 
 from blspeech.errors import UserError
-from blspeech.fileio import atomic_write
-from blspeech.hub5 import (
+from blspeech.io.fileio import atomic_write
+from blspeech.scoring.hub5 import (
     DEFAULT_SUBSETS,
     ctm_from_utterance_ctm,
     filter_hyp_words,

@@ -21,12 +21,12 @@ import json
 import os
 import sys
 
-from blspeech.decode import decode_data_dir
+from blspeech.decoding.hybrid import frame_accuracy, read_topology, viterbi_token_loop
 from blspeech.errors import UserError
-from blspeech.fileio import atomic_write
-from blspeech.hybrid import frame_accuracy, read_topology, viterbi_token_loop
-from blspeech.inference import load_acoustic_model
-from blspeech.score import score
+from blspeech.inference.decode import decode_data_dir
+from blspeech.inference.model import load_acoustic_model
+from blspeech.io.fileio import atomic_write
+from blspeech.scoring.wer import score
 
 PRIOR_SCALES = (0.0, 0.5, 1.0)
 PENALTIES = (-2.0, 0.0, 2.0, 4.0, 6.0)

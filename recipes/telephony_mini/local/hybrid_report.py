@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from blspeech.fileio import atomic_write
+from blspeech.io.fileio import atomic_write
 
 
 def _load(path: str, stage: str) -> dict:

@@ -23,10 +23,10 @@ import shutil
 import sys
 import tempfile
 
-from blspeech.decode import decode_data_dir
 from blspeech.errors import UserError
-from blspeech.fileio import atomic_write
-from blspeech.inference import load_acoustic_model
+from blspeech.inference.decode import decode_data_dir
+from blspeech.inference.model import load_acoustic_model
+from blspeech.io.fileio import atomic_write
 
 LM_WEIGHTS = (1.0, 2.0, 3.0)
 WORD_SCORES = (0.0, 1.0, 2.0)

@@ -7,9 +7,11 @@ RTF and paired RTF ratios), EXP/<run>/decode_<test>/ (greedy) and decode_lm_<tes
 wer.json and text (stage 4) and sclite.json (stage 5, optional), lm_tuning.json,
 EXP/<run>/metrics.jsonl (training time, dev WER per epoch) and config.yaml; and DATA's
 corpus_stats.json and test-set transcripts. ``wer`` in results.json is the recipe's best
-decoding path, the LM search (its weight tuned on dev); ``wer_greedy`` is greedy decoding.
+decoding path, the LM search (its weight tuned on dev); ``wer_greedy`` is greedy decoding;
+``wer_jiwer`` is jiwer's WER of the LM decodes.
 RESULTS.md judges --candidate against --baseline per test set with NIST's MAPSSWE test
-(blspeech.significance, as SCTK's sc_stats computes it) and, with --seeds N > 1, gives each
+(blspeech.scoring.significance, as SCTK's sc_stats computes it) and, with --seeds N > 1,
+gives each
 encoder's mean and spread over the seeds. Prints the results. Run with --help for the
 options.
 """
@@ -27,13 +29,14 @@ import textwrap
 import torch
 import yaml
 
-from blspeech.checkpoint import load_checkpoint
-from blspeech.compare import write_report
 from blspeech.errors import UserError
-from blspeech.fileio import atomic_write
-from blspeech.kaldi import read_table
-from blspeech.significance import mapsswe
-from blspeech.text import TextNormalizer, tokenizer_from_dict
+from blspeech.inference.compare import write_report
+from blspeech.io.checkpoint import load_checkpoint
+from blspeech.io.fileio import atomic_write
+from blspeech.io.kaldi import read_table
+from blspeech.scoring.significance import mapsswe
+from blspeech.scoring.wer import jiwer_measures, read_text
+from blspeech.text.tokenizers import TextNormalizer, tokenizer_from_dict
 
 #: What MAPSSWE's verdict on (A = candidate, B = baseline) means for the bL claim.
 VERDICTS = {"A better": "bL is better", "B better": "bL is worse",
@@ -76,6 +79,17 @@ def run_wers(exp: str, run: str, test_sets: list[str]) -> dict:
             if os.path.isfile(os.path.join(path, "sclite.json")):
                 out["sclite"].append(load_json(os.path.join(path, "sclite.json"),
                                                "stage 5")["agree"])
+    return out
+
+
+def jiwer_wers(data_dir: str, exp: str, run: str, test_sets: list[str]) -> dict:
+    """jiwer's WER of the LM decodes (the same texts as ``wer``), for comparison with
+    Hugging Face-style numbers; it can differ from sclite's (blspeech score --help)."""
+    out = {}
+    for t in test_sets:
+        refs = read_text(os.path.join(data_dir, t, "text"))
+        hyps = read_text(os.path.join(exp, run, f"decode_lm_{t}", "text"))
+        out[t] = round(jiwer_measures(refs, hyps)["wer"], 2)
     return out
 
 
@@ -259,7 +273,8 @@ def main() -> int:
         gpu_path = os.path.join(exp, f"efficiency_{args.device.replace(':', '_')}.json")
         gpu = load_json(gpu_path, "stage 6") if args.device != "cpu" and os.path.isfile(
             gpu_path) else None
-        rows = [encoder_row(exp, enc, efficiency, test_sets, gpu, args.baseline)
+        rows = [{**encoder_row(exp, enc, efficiency, test_sets, gpu, args.baseline),
+                 "wer_jiwer": jiwer_wers(args.data_dir, exp, enc, test_sets)}
                 for enc in encoders]
         stats = load_json(os.path.join(args.data_dir, "corpus_stats.json"), "stage 0")
         compared = args.baseline in encoders and args.candidate in encoders

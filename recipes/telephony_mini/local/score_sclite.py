@@ -19,8 +19,8 @@ import shutil
 import subprocess
 import sys
 
-from blspeech.fileio import atomic_write
-from blspeech.kaldi import read_table
+from blspeech.io.fileio import atomic_write
+from blspeech.io.kaldi import read_table
 
 
 def find_sclite() -> str | None:

@@ -1,0 +1,1 @@
+"""Datasets and samplers: speech utterances in frame-budget batches, ImageNet folders."""

@@ -1,0 +1,1 @@
+"""The front-end: log-mel features, CMVN, SpecAugment, feature extraction jobs."""

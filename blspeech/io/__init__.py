@@ -1,0 +1,1 @@
+"""Input and output: Kaldi tables and archives, data dirs, audio, checkpoints, atomic files."""

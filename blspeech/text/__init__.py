@@ -1,0 +1,1 @@
+"""Text: normalization, character and BPE tokenizers, word n-gram language models."""

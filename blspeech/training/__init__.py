@@ -1,0 +1,1 @@
+"""Training: config, preparation, the trainer loop, checkpoints, optimizers, distributed set-up."""
