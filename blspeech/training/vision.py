@@ -497,13 +497,16 @@ def _end_epoch(loop: _Loop, progress: Progress, row: dict[str, Any]) -> None:
     is_best = progress.best is None or row["top1"] > progress.best
     if is_best:
         progress.best = row["top1"]
+    if loop.ctx.is_main:
+        # The row before the checkpoint: a crash in between leaves a row that resuming
+        # from the older last.pt trims (trim_metrics), never a saved epoch without its row.
+        append_metrics(loop.path("metrics.jsonl"), row)
     extra = {"classes": loop.classes, "args": _plain_args(loop.args), "metrics": row}
     # best.pt first, then last.pt as a link to it (see save_state).
     save_state(loop.path("best.pt" if is_best else "last.pt"), loop.model, loop.optimizer,
                loop.scheduler, loop.scaler, progress, is_main=loop.ctx.is_main, extra=extra,
                links=[loop.path("last.pt")])
     if loop.ctx.is_main:
-        append_metrics(loop.path("metrics.jsonl"), row)
         log.info("epoch %d: train loss %.4f, val loss %.4f, top-1 %.2f%%, top-5 %.2f%% "
                  "(best %.2f%%), %.1fs", row["epoch"], row["train_loss"], row["val_loss"],
                  row["top1"], row["top5"], progress.best, row["seconds"])
