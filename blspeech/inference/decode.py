@@ -1,11 +1,11 @@
 """Decoding a whole data dir with a trained model, by one of the searches below.
 
 Search (:mod:`blspeech.decoding.ctc` for CTC) takes log-probabilities ``(T, V)`` with
-blank id 0 and returns :class:`Hypothesis` objects holding token ids, the frame at which
-each token was emitted (for word times) and the score:
+blank id 0 and returns :class:`~blspeech.decoding.ctc.Hypothesis` objects holding token
+ids, the frame at which each token was emitted (for word times) and the score:
 
-* :func:`greedy` / :func:`greedy_batch` -- best path (the batch version is vectorized);
-* :func:`prefix_beam_search` -- CTC prefix beam search without a language model;
+* ``greedy`` / ``greedy_batch`` (:mod:`blspeech.decoding.ctc`) -- best path;
+* ``prefix_beam_search`` (:mod:`blspeech.decoding.ctc`) -- CTC prefix beam search;
 * :class:`~blspeech.decoding.lexicon_lm.LexiconLMDecoder` -- lexicon-constrained beam search with a
   word n-gram LM (ARPA) through torchaudio's flashlight decoder (``method='lm'``);
 * :func:`~blspeech.decoding.hybrid.viterbi_token_loop` -- for hybrid models trained on the token
