@@ -5,7 +5,7 @@
 #                 minutes on 2 CPU cores with AVX-512); DEMO_ARGS passes options, e.g.
 #                 make demo DEMO_ARGS="--quick true"   or   DEMO_ARGS="--device cuda"
 #   make demo-quick - the same with --quick true (a few minutes, small corpus)
-#   make setup  - only the set-up: .venv with blspeech editable + extras dev,vision,export
+#   make setup  - only the set-up: .venv with blspeech editable + extras dev,vision,export,wfst
 #   make lint   - ruff
 
 PYTHON ?= python3
@@ -27,7 +27,7 @@ setup: $(STAMP) deb
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,vision,export]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,vision,export,wfst]'
 	touch $(STAMP)
 
 deb:

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from blspeech.errors import UserError
 
 #: Modules of this package that add sub-commands, in ``--help`` order.
-COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr", "export")
+COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr", "wfst", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

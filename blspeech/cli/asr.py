@@ -55,7 +55,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
         lm=args.lm, lexicon=args.lexicon, lm_weight=args.lm_weight,
         word_score=args.word_score, token_prune=args.token_prune or None,
         insertion_penalty=args.insertion_penalty, prior_scale=args.prior_scale,
-        max_frames=args.max_frames, num_workers=args.nj, threads=args.threads,
+        graph=args.graph, acoustic_scale=args.acoustic_scale, word_penalty=args.word_penalty,
+        max_active=args.max_active, max_frames=args.max_frames, num_workers=args.nj,
+        threads=args.threads,
         device=args.device, allow_wavscp_commands=not args.no_wavscp_commands,
         progress=not args.no_progress)
     print(json.dumps(summary))
@@ -259,7 +261,11 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
             "token topology (targets of 'blspeech align --hybrid-targets') decode with\n"
             "viterbi: the best path through a free loop of two-state token HMMs on\n"
             "log posterior - prior-scale x log prior, --insertion-penalty per token; tune\n"
-            "both on a dev set. Hybrid models over Kaldi pdfs: use 'blspeech forward'."),
+            "both on a dev set. Hybrid models over Kaldi pdfs: use 'blspeech forward'.\n"
+            "wfst: Kaldi's decoder (kaldi-decoder wheel) over a TLG graph from 'blspeech\n"
+            "mkgraph' (--graph); tune --acoustic-scale (1 / LM weight) and --word-penalty on\n"
+            "a dev set; utterances that reach no final state of the graph get the best\n"
+            "partial path and are named in a warning and in the JSON (no_final_state)."),
         epilog=(
             "examples:\n"
             "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_test\n"
@@ -268,16 +274,20 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
             "  blspeech train-lm data/train data/lm/3gram.arpa --tokenizer-dir data/lang_bpe\n"
             "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_lm --method lm \\\n"
             "      --lm data/lm/3gram.arpa --lm-weight 1.5 --word-score 0.5\n"
+            "  blspeech mkgraph data/lang_bpe data/lm/3gram.arpa data/graph_3gram\n"
+            "  blspeech decode exp/ctc/best.pt data/test exp/ctc/decode_wfst --method wfst \\\n"
+            "      --graph data/graph_3gram --acoustic-scale 1.0\n"
             "output:\n"
             '  {"utterances": 200, "wer": 14.2, ..., "rtf": 0.031, "seconds": 21.5}'),
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
     p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir to decode")
     p.add_argument("out_dir", metavar="OUT_DIR", help="where text, ctm and wer.* go")
-    p.add_argument("--method", choices=("greedy", "beam", "lm", "viterbi"),
+    p.add_argument("--method", choices=("greedy", "beam", "lm", "viterbi", "wfst"),
                    help="search (default: greedy for CTC models, viterbi for hybrid ones)")
     p.add_argument("--beam", type=positive, metavar="N",
-                   help="beam width (default: 8 for beam, 32 for lm)")
+                   help="beam width (default: 8 for beam, 32 for lm, 16 for wfst, in cost "
+                        "units there)")
     p.add_argument("--token-prune", type=count, default=16, metavar="N",
                    help="most likely tokens tried per frame in beam searches; 0: all "
                         "(default: 16)")
@@ -294,6 +304,15 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior-scale", type=float, default=1.0, metavar="S",
                    help="viterbi: weight of the log-priors subtracted from the log "
                         "posteriors (default: 1.0; 0: posteriors)")
+    p.add_argument("--graph", metavar="GRAPH_DIR",
+                   help="TLG graph dir for --method wfst ('blspeech mkgraph')")
+    p.add_argument("--acoustic-scale", type=float, default=1.0, metavar="S",
+                   help="wfst: weight of the log-probabilities against the LM's -ln costs "
+                        "(default: 1.0)")
+    p.add_argument("--word-penalty", type=float, default=0.0, metavar="P",
+                   help="wfst: cost added per word (default: 0)")
+    p.add_argument("--max-active", type=positive, default=7000, metavar="N",
+                   help="wfst: most hypotheses kept per frame (default: 7000)")
     p.add_argument("--threads", type=positive, metavar="N",
                    help="torch CPU threads (default: torch's choice)")
     _common_data_options(p)

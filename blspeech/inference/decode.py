@@ -11,7 +11,10 @@ ids, the frame at which each token was emitted (for word times) and the score:
 * :func:`~blspeech.decoding.hybrid.viterbi_token_loop` -- for hybrid models trained on the token
   topology (``method='viterbi'``): Viterbi over a free token loop on the scaled
   log-likelihoods. Hybrid models over a Kaldi tree's pdfs decode with Kaldi's graphs
-  (``blspeech forward ... ark:- | latgen-faster-mapped ...``).
+  (``blspeech forward ... ark:- | latgen-faster-mapped ...``);
+* :class:`~blspeech.decoding.wfst.WfstDecoder` -- Kaldi's decoder (kaldi-decoder wheel) over
+  a TLG graph of the tokenizer's pieces and an ARPA LM (``blspeech mkgraph``;
+  ``method='wfst'``).
 
 :func:`decode_data_dir` runs a trained model (:func:`load_acoustic_model`) over a Kaldi
 data dir and writes ``text``, ``ctm`` and, when the data dir has transcripts, ``wer.json``
@@ -45,10 +48,10 @@ from blspeech.decoding.ctc import (
 from blspeech.errors import UserError
 from blspeech.inference.model import AcousticModelBundle, load_acoustic_model
 
-METHODS = ("greedy", "beam", "lm", "viterbi")
+METHODS = ("greedy", "beam", "lm", "viterbi", "wfst")
 #: Beam widths when none is given: prefix beam search is Python (small beam); the
 #: lexicon search runs in C++ and needs room for several spellings per word prefix.
-DEFAULT_BEAM = {"beam": 8, "lm": 32}
+DEFAULT_BEAM = {"beam": 8, "lm": 32, "wfst": 16}
 
 
 # --- decoding a data dir ------------------------------------------------------------------
@@ -98,7 +101,7 @@ def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
         raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if bundle.is_hybrid != (method == "viterbi"):
         kind = "a hybrid" if bundle.is_hybrid else "a CTC"
-        fits = "viterbi" if bundle.is_hybrid else "greedy, beam or lm"
+        fits = "viterbi" if bundle.is_hybrid else "greedy, beam, lm or wfst"
         raise UserError(f"{bundle.path} is {kind} model: method {method!r} does not apply; "
                         f"use {fits}")
     return method
@@ -106,8 +109,12 @@ def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
 
 def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: int | None,
               lm: str | os.PathLike | None, lexicon: str | os.PathLike | None,
-              lm_weight: float, word_score: float):
+              lm_weight: float, word_score: float, wfst: Mapping[str, Any] | None = None):
     """``search(log_probs (B, T, V), lengths) -> list[Hypothesis]`` for ``method``."""
+    if method == "wfst":
+        from blspeech.decoding.wfst import WfstDecoder
+
+        return WfstDecoder(tokenizer=bundle.tokenizer, beam=beam, **(wfst or {})).decode_batch
     if method == "greedy":
         return greedy_batch
     if method == "beam":
@@ -131,6 +138,8 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                     lexicon: str | os.PathLike | None = None, lm_weight: float = 2.0,
                     word_score: float = 0.0, token_prune: int | None = 16,
                     insertion_penalty: float = 0.0, prior_scale: float = 1.0,
+                    graph: str | os.PathLike | None = None, acoustic_scale: float = 1.0,
+                    word_penalty: float = 0.0, max_active: int = 7000,
                     max_frames: int = 20000, num_workers: int = 0, threads: int | None = None,
                     device: str = "cpu", allow_wavscp_commands: bool | None = None,
                     progress: bool = True) -> dict[str, Any]:
@@ -147,6 +156,11 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     beam searches (None: all). ``method=None`` picks ``greedy`` for a CTC model and
     ``viterbi`` for a hybrid model of the token topology, whose search subtracts
     ``prior_scale`` x the model's log-priors and charges ``insertion_penalty`` per token.
+    ``wfst``: Kaldi's FasterDecoder over the TLG graph in ``graph`` (``blspeech mkgraph``;
+    ``beam`` default 16, ``max_active``; ``acoustic_scale`` weighs the log-probabilities
+    against the LM's -ln costs, ``word_penalty`` is added per word: tune both on a dev
+    set); utterances whose search reaches no final state get the best partial path, a
+    warning names them and the summary lists them (``no_final_state``).
 
     Writes, each file atomically and only after every utterance is decoded (an error
     leaves earlier results untouched): ``text`` (``utt word ...``, sorted), ``ctm``
@@ -170,6 +184,10 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                         "'blspeech train-lm'")
     if method != "lm" and (lm is not None or lexicon is not None):
         raise UserError(f"--lm and --lexicon are used by method 'lm' only, not {method!r}")
+    if (method == "wfst") != (graph is not None):
+        raise UserError("method 'wfst' needs a decoding graph (--graph GRAPH_DIR, from "
+                        "'blspeech mkgraph')" if method == "wfst" else
+                        f"--graph is used by method 'wfst' only, not {method!r}")
     beam = DEFAULT_BEAM.get(method, 1) if beam is None else int(beam)
     if beam < 1:
         raise UserError(f"beam must be >= 1, got {beam}")
@@ -184,7 +202,9 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     search = (viterbi_searcher(bundle.model, insertion_penalty, prior_scale)
               if method == "viterbi"
               else _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight,
-                             word_score))
+                             word_score, {"graph_dir": graph, "acoustic_scale": acoustic_scale,
+                                          "word_penalty": word_penalty,
+                                          "max_active": max_active}))
     ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
     hyps: dict[str, Hypothesis] = {}
     with _torch_threads(threads):
@@ -196,6 +216,11 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                                 strict=True):
                 hyps[utt] = hyp
         decode_seconds = time.perf_counter() - decode_started
+    # WFST searches that ended in no final state of the graph used their best partial path.
+    no_final = sorted(u for u, h in hyps.items() if getattr(h, "reached_final", True) is False)
+    if no_final:
+        warnings.warn(f"{len(no_final)} utterance(s) reached no final state of the WFST graph "
+                      f"(best partial path used): {' '.join(no_final)}", stacklevel=2)
     audio_seconds = sum(ds.lengths) * bundle.frame_shift
     scores = _write_results(bundle, ds, hyps, os.fspath(data_dir), os.fspath(out_dir))
     return {"utterances": len(hyps), "method": method, **scores,
@@ -206,6 +231,9 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
             "beam": beam if method in DEFAULT_BEAM else None,
             **({"insertion_penalty": insertion_penalty, "prior_scale": prior_scale}
                if method == "viterbi" else {}),
+            **({"graph": os.fspath(graph), "acoustic_scale": acoustic_scale,
+                "word_penalty": word_penalty, "max_active": max_active,
+                "no_final_state": no_final} if method == "wfst" else {}),
             "out_dir": os.fspath(out_dir)}
 
 
