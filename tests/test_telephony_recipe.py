@@ -75,8 +75,11 @@ def test_every_output_file(recipe):
         assert load_checkpoint(d / "final.pt")["model_config"]["encoder"]["name"] == enc
         tuning = json.loads((d / "lm_tuning.json").read_text())
         assert tuning["dev_wer"] == min(g["dev_wer"] for g in tuning["grid"])
+        wfst = json.loads((d / "wfst_tuning.json").read_text())
+        assert wfst["dev_wer"] == min(g["dev_wer"] for g in wfst["grid"])
+        assert len(wfst["grid"]) > 1
         for t in TESTS:
-            for dec in (d / f"decode_{t}", d / f"decode_lm_{t}"):
+            for dec in (d / f"decode_{t}", d / f"decode_lm_{t}", d / f"decode_wfst_{t}"):
                 for name in ("text", "ctm", "wer.json", "wer.txt", "sclite.json"):
                     assert (dec / name).is_file(), (enc, dec, name)
                 hyp_ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
@@ -88,6 +91,9 @@ def test_every_output_file(recipe):
             # lm_tuning.json quotes wer.json's WER to 2 decimals.
             assert tuning["wer"][t] == round(json.loads(
                 (d / f"decode_lm_{t}" / "wer.json").read_text())["wer"], 2)
+            assert wfst["wer"][t] == round(json.loads(
+                (d / f"decode_wfst_{t}" / "wer.json").read_text())["wer"], 2)
+    assert (data / "graph_lang_bpe40" / "TLG.fst").is_file()
     # No temporary files are left behind.
     assert not [p for p in exp.rglob("*") if p.name.endswith(".tmp")]
 
@@ -142,9 +148,11 @@ def test_results_json(recipe):
         assert len(r["rtf_cpu_runs"]) == 2
         assert set(r["wer"]) == set(TESTS)
         assert set(r["wer_greedy"]) == set(TESTS)
+        # wer: the search with the lowest dev WER averaged over the encoders (dev only).
+        assert r["wer"] == r[f"wer_{r['decoding'].lower()}"]
         for t in TESTS:
-            # wer: the LM search (the recipe's best path); wer_greedy: greedy decoding.
-            for key, d in (("wer", f"decode_lm_{t}"), ("wer_greedy", f"decode_{t}")):
+            for key, d in (("wer_lm", f"decode_lm_{t}"), ("wer_greedy", f"decode_{t}"),
+                           ("wer_wfst", f"decode_wfst_{t}")):
                 wer = json.loads((exp / r["encoder"] / d / "wer.json").read_text())
                 assert r[key][t] == pytest.approx(wer["wer"], abs=0.01)
                 assert r[key][t] >= 0
@@ -157,6 +165,9 @@ def test_results_json(recipe):
     for r in rows:
         model = acoustic_model_from_config(load_checkpoint(r["checkpoint"])["model_config"])
         assert r["params"] == sum(p.numel() for p in model.parameters())
+    dev = {n: sum(json.loads((exp / r["encoder"] / f).read_text())["dev_wer"] for r in rows)
+           for n, f in (("LM", "lm_tuning.json"), ("WFST", "wfst_tuning.json"))}
+    assert {r["decoding"] for r in rows} == {min(dev, key=dev.get)}
     bl = {r["encoder"]: r for r in rows}
     assert bl["bl_resnet_am_tiny"]["gflops_per_sec"] < bl["resnet_am_tiny"]["gflops_per_sec"]
 
@@ -171,19 +182,20 @@ def test_results_md_and_plot(recipe):
     assert "| train | 30 |" in md
     assert "NIST sclite gives the same error counts" in md
     assert "## Results" in stdout  # the table is printed at the end
-    assert "## Greedy and LM decoding" in md
+    assert "## Decodings: greedy, LM, WFST" in md
     # The significance test of the candidate against the baseline, per test set.
     sig = json.loads((exp / "significance.json").read_text())["mapsswe"]
     assert [(s["test_set"], s["decoding"]) for s in sig] == [
-        (t, d) for t in TESTS for d in ("LM", "greedy")]
+        (t, d) for t in TESTS for d in ("greedy", "LM", "WFST")]
     rows = {r["encoder"]: r for r in json.loads((exp / "results.json").read_text())}
+    chosen = rows[ENCODERS[1]]["decoding"]
     for s in sig:
-        key = "wer" if s["decoding"] == "LM" else "wer_greedy"
+        key = f"wer_{s['decoding'].lower()}"
         assert s["wer_a"] == pytest.approx(rows[ENCODERS[1]][key][s["test_set"]], abs=0.01)
         assert s["wer_b"] == pytest.approx(rows[ENCODERS[0]][key][s["test_set"]], abs=0.01)
         assert s["verdict"] in ("bL is better", "no significant difference", "bL is worse")
         flat = " ".join(md.split())  # the verdict sentence is wrapped
-        assert f"{s['test_set']}: **{s['verdict']}**" in flat or s["decoding"] == "greedy"
+        assert f"{s['test_set']}: **{s['verdict']}**" in flat or s["decoding"] != chosen
     for png in ("tradeoff.png", "learning_curves.png"):
         image = matplotlib.image.imread(exp / png)
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400

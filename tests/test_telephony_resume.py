@@ -61,7 +61,9 @@ def test_killed_run_resumes(corpus, tmp_path):
     seeds = json.loads((exp / "significance.json").read_text())["seeds"]
     for row in seeds:
         run = row["encoder"] + "_seed1"
-        key = "decode_lm_" if row["decoding"] == "LM" else "decode_"
+        key = {"greedy": "decode_", "LM": "decode_lm_", "WFST": "decode_wfst_"}[
+            row["decoding"]]
         second = json.loads((exp / run / f"{key}{row['test_set']}" / "wer.json").read_text())
         assert row["wers"][1] == pytest.approx(second["wer"], abs=0.01)
     assert "## Seeds (2 per encoder)" in (exp / "RESULTS.md").read_text()
+    assert {row["decoding"] for row in seeds} == {"greedy", "LM", "WFST"}

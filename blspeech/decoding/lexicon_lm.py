@@ -135,7 +135,8 @@ def build_spellings(tokenizer: Any, lexicon: dict[str, list[list[str]]]
     unk = tokens[tokenizer.unk_id]
     spelled: dict[str, list[list[str]]] = {}
     for word, given in lexicon.items():
-        spellings = given or [[tokens[i] for i in tokenizer.encode(word)]]
+        ids = None if given else tokenizer.spell(word)
+        spellings = given or ([[tokens[i] for i in ids]] if ids else [])
         spelled[word] = [s for s in spellings if s and unk not in s and known.issuperset(s)]
     # '▁' is a token of its own in every spelling (character tokenizers): it can end words.
     marker = WORD_START in known and all(s[0] == WORD_START and len(s) > 1

@@ -111,6 +111,15 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
+    def spell(self, word: str) -> list[int] | None:
+        """The word's token ids, or None when the model could never emit it: it needs
+        ``<unk>`` (characters the tokenizer does not know) or encodes to nothing. The one
+        rule every lexicon built from the tokenizer (LM search, WFST graphs) follows."""
+        ids = list(self.encode(word))
+        if not ids or self.unk_id in ids or self.blank_id in ids:
+            return None
+        return ids
+
     def decode(self, ids: Sequence[int]) -> str:
         """Token ids to text; blanks are ignored (CTC repeats must be collapsed first)."""
         pieces = [self.tokens[i] for i in ids if i != self.blank_id]

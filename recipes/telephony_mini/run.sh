@@ -16,9 +16,11 @@
 #      that exists (EXP/<encoder>/, final.pt, and final.bundle: the model with its
 #      front-end, CMVN and tokenizer in one file for 'blspeech transcribe' and
 #      blspeech.load_bundle); with --seeds N, seeds 1..N-1 in EXP/<encoder>_seed<k>/
-#   4  decode every test set with each model: greedy (EXP/<run>/decode_<test>/) and
+#   4  decode every test set with each model: greedy (EXP/<run>/decode_<test>/),
 #      lexicon + LM beam search with the LM weight tuned on dev (decode_lm_<test>/,
-#      lm_tuning.json); text, ctm, wer.*
+#      lm_tuning.json), and WFST search of a TLG graph of the same LM with the acoustic
+#      scale and word penalty tuned on dev (DATA/graph_<lang>/, decode_wfst_<test>/,
+#      wfst_tuning.json; skipped with --wfst false); text, ctm, wer.*
 #   5  score: NIST sclite on every decode (when installed; Debian package sctk), checked
 #      against blspeech's counts in decode_*/wer.json (decode_*/sclite.json)
 #   6  compare: params, GFLOPs per second of audio and CPU real-time factor of all
@@ -67,6 +69,7 @@
 #   --aligner NAME        CTC model whose forced alignments give the hybrid targets
 #                         [the --baseline]
 #   --hybrid-config YAML  hybrid training recipe [conf/hybrid.yaml]
+#   --wfst true|false     WFST decoding in stage 4 (needs the 'wfst' extra) [true]
 #   --vocab-size N        BPE vocabulary incl. <blank> and <unk>; 0: characters [128]
 #   --epochs N            override the config's training.epochs; empty: the config's []
 #   --train-args "ARGS"   more 'blspeech train' flags for every encoder, e.g.
@@ -106,6 +109,7 @@ hybrid_encoders="resnet_am_mini bl_resnet_am_mini"
 aligner=
 hybrid_config=conf/hybrid.yaml
 vocab_size=128
+wfst=true
 epochs=
 train_args=
 data_dir=data
@@ -143,6 +147,7 @@ read -r -a extra_train <<< "$train_args"
 read -r -a extra_corpus <<< "$corpus_args"
 (( ${#encoder_list[@]} > 0 )) || die "--encoders is empty"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, got '$seeds'"
+[[ $wfst == true || $wfst == false ]] || die "--wfst must be true or false, got '$wfst'"
 # A run is one training of an encoder with one seed: seed 0 in EXP/<encoder>, seed k in
 # EXP/<encoder>_seed<k>.
 runs=()
@@ -176,6 +181,9 @@ else
   lang=$data_dir/lang_bpe$vocab_size
   tokenizer_args=(--kind bpe --vocab-size "$vocab_size")
 fi
+graph=$data_dir/graph_$(basename "$lang")
+decodings=(decode decode_lm)
+[[ $wfst == true ]] && decodings+=(decode_wfst)
 train_overrides=(${quick_overrides[@]+"${quick_overrides[@]}"})
 [[ -n $epochs ]] && train_overrides+=(--set "training.epochs=$epochs")
 train_overrides+=(${extra_train[@]+"${extra_train[@]}"})
@@ -252,25 +260,35 @@ if (( stage <= 4 && 4 <= stop_stage )); then
     tuning=$exp_dir/$run/lm_tuning.json
     if [[ -f $tuning && $tuning -nt $exp_dir/$run/final.pt && $tuning -nt $lm ]]; then
       echo "stage 4: $exp_dir/$run/decode_lm_* are up to date"
-      continue
+    else
+      echo "stage 4: LM weight tuned on dev, LM decoding of ${test_sets[*]} with $run"
+      "$PYTHON" local/lm_decode.py --model "$exp_dir/$run/final.pt" --lm "$lm" \
+        --data-dir "$data_dir" --out-dir "$exp_dir/$run" --test-sets "${test_sets[*]}" \
+        --device "$device" > /dev/null
     fi
-    echo "stage 4: LM weight tuned on dev, LM decoding of ${test_sets[*]} with $run"
-    "$PYTHON" local/lm_decode.py --model "$exp_dir/$run/final.pt" --lm "$lm" \
-      --data-dir "$data_dir" --out-dir "$exp_dir/$run" --test-sets "${test_sets[*]}" \
-      --device "$device" > /dev/null
+    [[ $wfst == true ]] || continue
+    tuning=$exp_dir/$run/wfst_tuning.json
+    if [[ -f $tuning && $tuning -nt $exp_dir/$run/final.pt && $tuning -nt $lm ]]; then
+      echo "stage 4: $exp_dir/$run/decode_wfst_* are up to date"
+    else
+      echo "stage 4: TLG graph, acoustic scale tuned on dev, WFST decoding with $run"
+      "$PYTHON" local/wfst_decode.py --model "$exp_dir/$run/final.pt" --lm "$lm" \
+        --lang "$lang" --graph "$graph" --data-dir "$data_dir" --out-dir "$exp_dir/$run" \
+        --test-sets "${test_sets[*]}" --device "$device" > /dev/null
+    fi
   done
 fi
 
 if (( stage <= 5 && 5 <= stop_stage )); then
   for run in "${runs[@]}"; do
     for t in "${test_sets[@]}"; do
-      stage_needs 5 4 "$exp_dir/$run/decode_$t/text" "$exp_dir/$run/decode_lm_$t/text"
+      for d in "${decodings[@]}"; do stage_needs 5 4 "$exp_dir/$run/${d}_$t/text"; done
     done
   done
   echo "stage 5: scoring"
   for run in "${runs[@]}"; do
     for t in "${test_sets[@]}"; do
-      for d in decode decode_lm; do
+      for d in "${decodings[@]}"; do
         "$PYTHON" local/score_sclite.py "$data_dir/$t" "$exp_dir/$run/${d}_$t"
       done
     done
@@ -296,7 +314,8 @@ if (( stage <= 7 && 7 <= stop_stage )); then
   echo "stage 7: report"
   "$PYTHON" local/make_report.py --data-dir "$data_dir" --exp-dir "$exp_dir" \
     --encoders "${encoder_list[*]}" --baseline "$baseline" --candidate "$candidate" \
-    --test-sets "${test_sets[*]}" --device "$device" --seeds "$seeds"
+    --test-sets "${test_sets[*]}" --device "$device" --seeds "$seeds" \
+    --decodings "${decodings[*]}"
 fi
 
 if (( stage <= 8 && 8 <= stop_stage )); then

@@ -86,14 +86,12 @@ class GraphInfo:
 
 
 def spell_words(tokenizer: Any, words: Iterable[str]) -> tuple[dict[str, list[int]], list[str]]:
-    """Each word's piece ids (``tokenizer.encode``) and the words that need ``<unk>``."""
+    """Each word's piece ids (``Tokenizer.spell``) and the words it cannot spell."""
     spelled: dict[str, list[int]] = {}
     skipped: list[str] = []
-    unk = getattr(tokenizer, "unk_id", None)
-    blank = getattr(tokenizer, "blank_id", 0)
     for word in words:
-        ids = list(tokenizer.encode(word))
-        if not ids or unk in ids or blank in ids:
+        ids = tokenizer.spell(word)
+        if ids is None:
             skipped.append(word)
         else:
             spelled[word] = ids

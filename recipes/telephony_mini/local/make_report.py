@@ -3,12 +3,15 @@
 EXP/learning_curves.png.
 
 Reads, per encoder: EXP/efficiency.json (stage 6: params, GFLOPs per second of audio, CPU
-RTF and paired RTF ratios), EXP/<run>/decode_<test>/ (greedy) and decode_lm_<test>/ (LM)
-wer.json and text (stage 4) and sclite.json (stage 5, optional), lm_tuning.json,
-EXP/<run>/metrics.jsonl (training time, dev WER per epoch) and config.yaml; and DATA's
-corpus_stats.json and test-set transcripts. ``wer`` in results.json is the recipe's best
-decoding path, the LM search (its weight tuned on dev); ``wer_greedy`` is greedy decoding;
-``wer_jiwer`` is jiwer's WER of the LM decodes.
+RTF and paired RTF ratios), EXP/<run>/decode_<test>/ (greedy), decode_lm_<test>/ (LM
+search) and decode_wfst_<test>/ (WFST search) wer.json and text (stage 4) and sclite.json
+(stage 5, optional), lm_tuning.json and wfst_tuning.json, EXP/<run>/metrics.jsonl
+(training time, dev WER per epoch) and config.yaml; and DATA's corpus_stats.json and
+test-set transcripts. ``wer`` in results.json is the recipe's decoding path: of the
+searches (LM, WFST), the one with the lowest dev WER averaged over the encoders, chosen on
+dev only and the same for every encoder (``decoding`` names it); ``wer_greedy``,
+``wer_lm`` and ``wer_wfst`` are each decoding's; ``wer_jiwer`` is jiwer's WER of the
+chosen path's decodes.
 RESULTS.md judges --candidate against --baseline per test set with NIST's MAPSSWE test
 (blspeech.scoring.significance, as SCTK's sc_stats computes it) and, with --seeds N > 1,
 gives each
@@ -39,6 +42,10 @@ from blspeech.scoring.wer import jiwer_measures, read_text
 from blspeech.text.tokenizers import TextNormalizer, tokenizer_from_dict
 
 #: What MAPSSWE's verdict on (A = candidate, B = baseline) means for the bL claim.
+#: Stage 4's decode folder prefixes, their names in the report, and the tuning file of the
+#: searches (whose dev WERs choose the recipe's decoding path).
+DECODINGS = {"decode": ("greedy", None), "decode_lm": ("LM", "lm_tuning.json"),
+             "decode_wfst": ("WFST", "wfst_tuning.json")}
 VERDICTS = {"A better": "bL is better", "B better": "bL is worse",
             "no significant difference": "no significant difference"}
 
@@ -69,32 +76,49 @@ def read_metrics(exp: str, run: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_wers(exp: str, run: str, test_sets: list[str]) -> dict:
-    """Greedy and LM WERs of one training run, with sclite's verdicts where stage 5 ran."""
-    out: dict = {"wer": {}, "wer_greedy": {}, "sclite": []}
-    for t in test_sets:
-        for key, d in (("wer_greedy", f"decode_{t}"), ("wer", f"decode_lm_{t}")):
-            path = os.path.join(exp, run, d)
-            out[key][t] = round(load_json(os.path.join(path, "wer.json"), "stage 4")["wer"], 2)
+def run_wers(exp: str, run: str, test_sets: list[str], decodings: list[str]) -> dict:
+    """WERs of one training run per decoding name and test set, with sclite's verdicts
+    where stage 5 ran."""
+    out: dict = {"sclite": []}
+    for prefix in decodings:
+        wers = out[DECODINGS[prefix][0]] = {}
+        for t in test_sets:
+            path = os.path.join(exp, run, f"{prefix}_{t}")
+            wers[t] = round(load_json(os.path.join(path, "wer.json"), "stage 4")["wer"], 2)
             if os.path.isfile(os.path.join(path, "sclite.json")):
                 out["sclite"].append(load_json(os.path.join(path, "sclite.json"),
                                                "stage 5")["agree"])
     return out
 
 
-def jiwer_wers(data_dir: str, exp: str, run: str, test_sets: list[str]) -> dict:
-    """jiwer's WER of the LM decodes (the same texts as ``wer``), for comparison with
-    Hugging Face-style numbers; it can differ from sclite's (blspeech score --help)."""
+def search_dev_wers(exp: str, run: str, decodings: list[str]) -> dict[str, float]:
+    """Dev WER of each search (LM, WFST) with its tuned settings, from its tuning file."""
+    return {DECODINGS[p][0]: load_json(os.path.join(exp, run, DECODINGS[p][1]),
+                                       "stage 4")["dev_wer"]
+            for p in decodings if DECODINGS[p][1]}
+
+
+def choose_decoding(dev_wers: list[dict[str, float]]) -> str:
+    """The search with the lowest dev WER averaged over the encoders: chosen on dev only,
+    one path for every encoder so that the comparisons are like for like."""
+    names = list(dev_wers[0])
+    return min(names, key=lambda n: statistics.mean(d[n] for d in dev_wers))
+
+
+def jiwer_wers(data_dir: str, exp: str, run: str, test_sets: list[str], prefix: str) -> dict:
+    """jiwer's WER of the chosen path's decodes (the same texts as ``wer``), for
+    comparison with Hugging Face-style numbers; it can differ from sclite's (blspeech
+    score --help)."""
     out = {}
     for t in test_sets:
         refs = read_text(os.path.join(data_dir, t, "text"))
-        hyps = read_text(os.path.join(exp, run, f"decode_lm_{t}", "text"))
+        hyps = read_text(os.path.join(exp, run, f"{prefix}_{t}", "text"))
         out[t] = round(jiwer_measures(refs, hyps)["wer"], 2)
     return out
 
 
 def encoder_row(exp: str, enc: str, efficiency: dict, test_sets: list[str],
-                gpu: dict | None, baseline: str) -> dict:
+                gpu: dict | None, baseline: str, decodings: list[str], chosen: str) -> dict:
     if enc not in efficiency:
         raise UserError(f"{exp}/efficiency.json has no {enc}; re-run stage 6 with the same "
                         "--encoders")
@@ -102,11 +126,13 @@ def encoder_row(exp: str, enc: str, efficiency: dict, test_sets: list[str],
     metrics = read_metrics(exp, enc)
     with open(os.path.join(exp, enc, "config.yaml"), encoding="utf-8") as f:
         config = yaml.safe_load(f)
-    wers = run_wers(exp, enc, test_sets)
+    wers = run_wers(exp, enc, test_sets, decodings)
     tuning = load_json(os.path.join(exp, enc, "lm_tuning.json"), "stage 4")
     row = {"encoder": enc, "params": eff["params"], "gflops_per_sec": eff["gflops_per_sec"],
            "gmacs_per_sec": eff["gmacs_per_sec"], "rtf_cpu": eff["rtf"],
-           "wer": wers["wer"], "wer_greedy": wers["wer_greedy"],
+           "decoding": chosen, "wer": wers[chosen],
+           **{f"wer_{name.lower()}": wers[name] for name, _ in
+              (DECODINGS[p] for p in decodings)},
            "lm": {k: tuning[k] for k in ("lm_weight", "word_score", "dev_wer")},
            "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
            "epoch_seconds": [m["seconds"] for m in metrics],
@@ -122,17 +148,20 @@ def encoder_row(exp: str, enc: str, efficiency: dict, test_sets: list[str],
                    rtf_stable=eff["rtf_stable"])
     if gpu and enc in gpu:
         row["rtf_gpu"] = gpu[enc]["rtf"]
+    if "WFST" in wers:
+        w = load_json(os.path.join(exp, enc, "wfst_tuning.json"), "stage 4")
+        row["wfst"] = {k: w[k] for k in ("acoustic_scale", "word_penalty", "dev_wer")}
     if wers["sclite"]:
         row["sclite_agrees"] = all(wers["sclite"])
     return row
 
 
 def significance(data_dir: str, exp: str, baseline: str, candidate: str,
-                 test_sets: list[str]) -> list[dict]:
+                 test_sets: list[str], decodings: list[str]) -> list[dict]:
     """MAPSSWE of the candidate (A) against the baseline (B) per test set and decoding."""
     results = []
     for t in test_sets:
-        for decoding, d in (("LM", f"decode_lm_{t}"), ("greedy", f"decode_{t}")):
+        for decoding, d in ((DECODINGS[p][0], f"{p}_{t}") for p in decodings):
             details = load_json(os.path.join(exp, baseline, d, "wer.json"), "stage 4")
             norm = TextNormalizer(**details["normalizer"])
             refs = {k: norm(e.value) for k, e in read_table(
@@ -146,17 +175,17 @@ def significance(data_dir: str, exp: str, baseline: str, candidate: str,
     return results
 
 
-def seed_rows(exp: str, encoders: list[str], seeds: int, test_sets: list[str]) -> list[dict]:
-    """Per encoder and test set: WER (LM and greedy) of every seed, mean and spread."""
+def seed_rows(exp: str, encoders: list[str], seeds: int, test_sets: list[str],
+              decodings: list[str]) -> list[dict]:
+    """Per encoder, test set and decoding: the WER of every seed, mean and spread."""
     rows = []
     for enc in encoders:
         runs = [enc] + [f"{enc}_seed{k}" for k in range(1, seeds)]
-        per = [run_wers(exp, r, test_sets) for r in runs]
+        per = [run_wers(exp, r, test_sets, decodings) for r in runs]
         for t in test_sets:
-            for key in ("wer", "wer_greedy"):
-                values = [p[key][t] for p in per]
-                rows.append({"encoder": enc, "test_set": t,
-                             "decoding": "LM" if key == "wer" else "greedy",
+            for name in (DECODINGS[p][0] for p in decodings):
+                values = [p[name][t] for p in per]
+                rows.append({"encoder": enc, "test_set": t, "decoding": name,
                              "wers": values, "mean": round(statistics.mean(values), 2),
                              "stdev": round(statistics.stdev(values), 2) if seeds > 1 else 0.0,
                              "min": min(values), "max": max(values)})
@@ -205,10 +234,12 @@ def significance_md(sig: list[dict], rows: list[dict], baseline: str, candidate:
         lines.append(f"| {s['test_set']} | {s['decoding']} | {s['wer_a']:.2f} | "
                      f"{s['wer_b']:.2f} | {s['segments']} | {s['z']:.2f} | "
                      f"{s['p_value']:.3f} | {s['verdict']} |")
+    chosen = c["decoding"]
     verdicts = "; ".join(f"{s['test_set']}: **{s['verdict']}**" for s in sig
-                         if s["decoding"] == "LM")
-    lines += ["", fill(f"""Verdict (LM decoding, p < 0.05): {verdicts}; at {flops:.3f}x the
-              baseline's FLOPs and {rtf:.3f}x its CPU decoding RTF.""")]
+                         if s["decoding"] == chosen)
+    lines += ["", fill(f"""Verdict ({chosen} decoding, the recipe's path; p < 0.05):
+              {verdicts}; at {flops:.3f}x the baseline's FLOPs and {rtf:.3f}x its CPU
+              decoding RTF.""")]
     return "\n".join(lines) + "\n"
 
 
@@ -242,16 +273,28 @@ def stability(rows: list[dict]) -> str:
     return ""
 
 
-def greedy_md(rows: list[dict], test_sets: list[str]) -> str:
-    head = ["encoder"] + [f"{t} greedy / LM %" for t in test_sets] + [
-        "dev greedy (last epoch) / LM (final.pt) %", "LM weight, word score"]
-    lines = ["## Greedy and LM decoding", "", "| " + " | ".join(head) + " |",
-             "|" + "---|" * len(head)]
+def decodings_md(rows: list[dict], test_sets: list[str], names: list[str]) -> str:
+    """Every decoding's WERs side by side, with the dev WERs and tuned settings."""
+    slash = " / ".join(names)
+    wfst = "WFST" in names
+    head = (["encoder"] + [f"{t} {slash} %" for t in test_sets]
+            + [f"dev {slash} %", "LM weight, word score"]
+            + (["acoustic scale, word penalty"] if wfst else []))
+    lines = [f"## Decodings: {', '.join(names)}", "", fill(f"""Greedy: best path, no LM. LM:
+             the lexicon + word 3-gram beam search (flashlight). WFST: Kaldi's decoder on a
+             TLG graph of the same LM (kaldifst, kaldilm, kaldi-decoder). Dev greedy is the
+             last epoch's; the searches' dev WERs are final.pt's with their tuned settings.
+             The recipe's path (`wer`): {rows[0]['decoding']}, the lowest mean dev
+             WER."""), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["encoder"]] + [f"{r['wer_greedy'][t]:.2f} / {r['wer'][t]:.2f}"
+        dev = {"greedy": r["dev_wer_curve"][-1], "LM": r["lm"]["dev_wer"],
+               "WFST": r.get("wfst", {}).get("dev_wer")}
+        cells = [r["encoder"]] + [" / ".join(f"{r[f'wer_{n.lower()}'][t]:.2f}" for n in names)
                                   for t in test_sets]
-        cells += [f"{r['dev_wer_curve'][-1]:.2f} / {r['lm']['dev_wer']:.2f}",
+        cells += [" / ".join(f"{dev[n]:.2f}" for n in names),
                   f"{r['lm']['lm_weight']}, {r['lm']['word_score']}"]
+        if wfst:
+            cells.append(f"{r['wfst']['acoustic_scale']}, {r['wfst']['word_penalty']}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -266,21 +309,33 @@ def main() -> int:
     p.add_argument("--test-sets", default="test_real test_synth")
     p.add_argument("--device", default="cpu", help="the device the models were trained on")
     p.add_argument("--seeds", type=int, default=1, help="training runs per encoder (stage 3)")
+    p.add_argument("--decodings", default="decode decode_lm",
+                   help="stage 4's decode folder prefixes, space-separated, of: "
+                   + " ".join(DECODINGS) + " (default: %(default)s)")
     args = p.parse_args()
     exp, encoders, test_sets = args.exp_dir, args.encoders.split(), args.test_sets.split()
+    decodings = args.decodings.split()
+    unknown = sorted(set(decodings) - set(DECODINGS))
+    if unknown or not any(DECODINGS[d][1] for d in decodings):
+        p.error(f"--decodings needs a search ({' '.join(DECODINGS)}), got {args.decodings!r}")
+    names = [DECODINGS[d][0] for d in decodings]
     try:
         efficiency = load_json(os.path.join(exp, "efficiency.json"), "stage 6")
         gpu_path = os.path.join(exp, f"efficiency_{args.device.replace(':', '_')}.json")
         gpu = load_json(gpu_path, "stage 6") if args.device != "cpu" and os.path.isfile(
             gpu_path) else None
-        rows = [{**encoder_row(exp, enc, efficiency, test_sets, gpu, args.baseline),
-                 "wer_jiwer": jiwer_wers(args.data_dir, exp, enc, test_sets)}
+        chosen = choose_decoding([search_dev_wers(exp, e, decodings) for e in encoders])
+        prefix = next(d for d in decodings if DECODINGS[d][0] == chosen)
+        rows = [{**encoder_row(exp, enc, efficiency, test_sets, gpu, args.baseline,
+                               decodings, chosen),
+                 "wer_jiwer": jiwer_wers(args.data_dir, exp, enc, test_sets, prefix)}
                 for enc in encoders]
         stats = load_json(os.path.join(args.data_dir, "corpus_stats.json"), "stage 0")
         compared = args.baseline in encoders and args.candidate in encoders
-        sig = (significance(args.data_dir, exp, args.baseline, args.candidate, test_sets)
-               if compared else [])
-        seeds = seed_rows(exp, encoders, args.seeds, test_sets) if args.seeds > 1 else []
+        sig = (significance(args.data_dir, exp, args.baseline, args.candidate, test_sets,
+                            decodings) if compared else [])
+        seeds = (seed_rows(exp, encoders, args.seeds, test_sets, decodings)
+                 if args.seeds > 1 else [])
         plot_curves(exp, {e: [e] + [f"{e}_seed{k}" for k in range(1, args.seeds)]
                           for e in encoders}, os.path.join(exp, "learning_curves.png"))
     except (UserError, OSError) as e:
@@ -302,8 +357,9 @@ def main() -> int:
     intro = fill(f"""Every encoder was trained with the same CTC recipe ({first['epochs']} epochs,
         AdamW lr {config['optim']['lr']}, {config['schedule']['name']} schedule, {specaug},
         batches of {config['data']['max_frames']} frames, {tokens}) on the same corpus, and
-        decoded greedily and with a lexicon + word 3-gram LM estimated from the training
-        transcripts only (LM weight and word score tuned on dev). Produced by
+        decoded greedily and with a word 3-gram LM estimated from the training transcripts
+        only ({' and '.join(n for n in names if n != 'greedy')} search, settings tuned on
+        dev). Produced by
         `recipes/telephony_mini/run.sh` (stage 7) from the files under `{exp}/`; machine:
         {os.cpu_count()} CPU cores ({cpu}; {cpu_flags()}), torch {torch.__version__},
         training device {args.device}.""")
@@ -319,14 +375,15 @@ def main() -> int:
         {len(eff_any['rtf_runs'])} rounds in which the models took turns (`blspeech
         compare-models`); "x baseline" is the median of the per-round ratios to the
         baseline's time in the same round{stability(rows)}.""",
-        """WER: the LM search (the recipe's best decoding path), scored with sclite's
-        alignment rules (`blspeech score`); greedy WERs are in the second table and in
-        results.json (`wer_greedy`). "Pareto": the test sets on which no other encoder has
-        both fewer GFLOPs and a lower WER.""",
+        f"""WER: the {chosen} search (the recipe's decoding path: of the searches, the
+        lowest dev WER averaged over the encoders), scored with sclite's alignment rules
+        (`blspeech score`); every decoding's WERs are in the second table and in
+        results.json (`wer_greedy`, `wer_lm`, `wer_wfst`). "Pareto": the test sets on
+        which no other encoder has both fewer GFLOPs and a lower WER.""",
         "train min: wall-clock training time (all epochs, dev evaluation included)."))
     preamble = (f"# telephony_mini results\n\n{intro}\n\nCorpus (`{args.data_dir}/`):\n\n"
                 + "\n".join(split_lines) + f"\n\n## Results\n\n{bullets}\n\n")
-    epilogue = "\n" + greedy_md(rows, test_sets)
+    epilogue = "\n" + decodings_md(rows, test_sets, names)
     if sig:
         epilogue += "\n" + significance_md(sig, rows, args.baseline, args.candidate)
     if seeds:
