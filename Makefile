@@ -27,7 +27,7 @@ setup: $(STAMP) deb
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,vision,export,wfst]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,vision,export,wfst,gmm]'
 	touch $(STAMP)
 
 deb:

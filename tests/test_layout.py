@@ -6,7 +6,7 @@ from pathlib import Path
 import blspeech
 
 # Bottom to top, as README's Layout section lists them.
-STAGES = ["errors", "devices", "io", "frontend", "text", "data", "models", "decoding",
+STAGES = ["errors", "devices", "io", "frontend", "text", "data", "models", "decoding", "gmm",
           "scoring", "inference", "training", "adapters", "corpora", "cli"]
 ROOT = Path(blspeech.__file__).parent
 

@@ -20,7 +20,8 @@ from collections.abc import Iterator, Sequence
 from blspeech.errors import UserError
 
 #: Modules of this package that add sub-commands, in ``--help`` order.
-COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr", "wfst", "export")
+COMMAND_MODULES = ("models", "data", "features", "score", "train", "asr", "wfst", "gmm",
+                   "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

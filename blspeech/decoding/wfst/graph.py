@@ -57,8 +57,20 @@ INFO_FILE = "graph.json"
 _SPECIALS = ("<s>", "</s>", "<unk>")
 
 
+def load_kaldi_hmm_gmm_first() -> None:
+    """Import kaldi_hmm_gmm (when installed) before anything loads kaldifst: kaldi-hmm-gmm
+    1.1.4 hangs on import once kaldifst 1.8.3 is loaded (each wheel brings its own
+    OpenFst), while the other order works. Call it before importing kaldifst or
+    kaldi_decoder."""
+    try:
+        import kaldi_hmm_gmm  # noqa: F401
+    except ImportError:
+        pass
+
+
 def import_wfst() -> tuple[Any, Any]:
     """``(kaldifst, kaldilm)``, or a :class:`UserError` saying how to install them."""
+    load_kaldi_hmm_gmm_first()
     try:
         import kaldifst
         import kaldilm
@@ -310,4 +322,5 @@ def _vector(kaldifst: Any, fst: Any) -> Any:
 
 
 __all__ = ["GraphInfo", "ctc_topology", "disambiguate", "import_wfst", "lexicon_fst",
-           "make_graph", "read_symbols", "spell_words"]
+           "load_kaldi_hmm_gmm_first", "make_graph", "read_symbols",
+           "spell_words"]

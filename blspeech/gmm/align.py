@@ -1,0 +1,104 @@
+"""``blspeech align-gmm``: lexicon, features, monophone training and alignment of a data
+dir (and of other data dirs with the same model), written as Kaldi archives."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from blspeech.errors import UserError
+from blspeech.gmm.features import gmm_features
+from blspeech.gmm.lexicon import build_lexicon, phone_list, read_lexicon, write_lang
+from blspeech.gmm.train import (
+    align_all,
+    train_mono,
+    transcripts_to_prons,
+    write_alignments,
+)
+from blspeech.io.datadir.core import DataDir
+
+
+def _texts(data_dir: str | os.PathLike) -> dict[str, str]:
+    d = DataDir.load(data_dir)
+    if not d.has("text"):
+        raise UserError(f"{os.fspath(data_dir)}/text not found: the aligner needs transcripts")
+    return {u: d.text(u) for u in d.utterances()}
+
+
+def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
+              lexicon: str | os.PathLike | None = None, oov: str = "espeak",
+              num_iters: int = 40, totgauss: int = 1000,
+              align_dirs: Sequence[str | os.PathLike] = (), nj: int = 1,
+              progress: Callable[[int, int], Callable[[int], None]] | None = None
+              ) -> dict[str, Any]:
+    """Train a monophone GMM-HMM on ``data_dir`` and write its alignments to ``exp_dir``
+    (``ali.*``, ``pdf.*``, ``num_pdfs``, ``skipped.txt``; ``lang/`` with lexicon.txt,
+    phones.txt, words.txt; ``topo``; ``info.json``); each of ``align_dirs`` is aligned with
+    the final model into ``exp_dir/ali_<its name>``; ``nj`` processes align.
+    ``progress(total, pass)`` returns a callback taking a count of utterances done.
+    Returns the summary written to info.json.
+    """
+    t0 = time.time()
+    exp = os.fspath(exp_dir)
+    names = [os.path.basename(os.path.normpath(os.fspath(d))) for d in align_dirs]
+    if len(set(names)) != len(names):
+        raise UserError(f"align dirs {', '.join(map(os.fspath, align_dirs))}: their names "
+                        "must differ (each goes to EXP_DIR/ali_<name>)")
+    texts = {os.fspath(data_dir): _texts(data_dir)}
+    for d in align_dirs:
+        texts[os.fspath(d)] = _texts(d)
+    words = {w for t in texts.values() for s in t.values() for w in s.split()}
+    lex, source, missing = build_lexicon(
+        words, oov=oov, lexicon=read_lexicon(lexicon) if lexicon else None)
+    phones = phone_list(lex)
+    os.makedirs(exp, exist_ok=True)
+    write_lang(os.path.join(exp, "lang"), lex, phones)
+    prons, skipped = transcripts_to_prons(texts[os.fspath(data_dir)], lex)
+    feats = gmm_features(data_dir, sorted(prons, key=str.encode))
+    n = len(prons)
+    tick = progress(n * (num_iters + 1), 0) if progress else None
+    result = train_mono(feats, prons, phones, num_iters=num_iters, totgauss=totgauss,
+                        progress=tick, nj=nj)
+    for utt, reason in sorted(skipped.items()):
+        import warnings
+
+        warnings.warn(f"utterance {utt}: {reason}; skipped (listed in skipped.txt)",
+                      stacklevel=2)
+    skipped.update(result.skipped)
+    from blspeech.gmm.topology import topology_text
+
+    with open(os.path.join(exp, "topo"), "w", encoding="utf-8") as f:
+        f.write(topology_text(len(phones), silence=(1,)))
+    info: dict[str, Any] = {
+        "data_dir": os.fspath(data_dir), "phones": len(phones),
+        "num_pdfs": result.model.num_pdfs, "gaussians": int(result.model.am.num_gauss),
+        "num_iters": num_iters, "totgauss": totgauss,
+        "log_like_per_frame": [round(x, 4) for x in result.log_like],
+        "lexicon_sources": {s: sum(1 for v in source.values() if v == s)
+                            for s in sorted(set(source.values()))},
+        "words_without_pronunciation": missing,
+        "train": write_alignments(exp, result.model, result.alignments, skipped),
+    }
+    for d, name in zip(align_dirs, names, strict=True):
+        dprons, dskipped = transcripts_to_prons(texts[os.fspath(d)], lex)
+        dfeats = gmm_features(d, sorted(dprons, key=str.encode))
+        tick = progress(len(dprons), 1) if progress else None
+        alis, failed = align_all(result.model, dfeats, dprons, tick, nj)
+        dskipped.update(failed)
+        for utt, reason in sorted(dskipped.items()):
+            import warnings
+
+            warnings.warn(f"{os.fspath(d)}: utterance {utt}: {reason}; skipped (listed in "
+                          "skipped.txt)", stacklevel=2)
+        info[f"ali_{name}"] = write_alignments(os.path.join(exp, f"ali_{name}"),
+                                               result.model, alis, dskipped)
+    info["seconds"] = round(time.time() - t0, 1)
+    with open(os.path.join(exp, "info.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1)
+    return info
+
+
+__all__ = ["align_gmm"]

