@@ -23,7 +23,10 @@ writes one self-contained file that runs without blspeech:
   ``feats``: float32 ``(B, T, F)`` log-mel features *before* CMVN (as
   :meth:`Bundle.features` gives them); ``lengths``: int64 ``(B,)`` valid frames.
 
-Both give ``log_probs`` float32 ``(B, T', V)`` (CTC token log-probabilities, or hybrid pdf
+* ``sherpa-onnx``: a directory for sherpa-onnx's offline recognizer (the ``onnx`` file as a
+  WeNet CTC model, ``tokens.txt`` and the feature settings): :func:`export_sherpa_onnx`.
+
+Both files give ``log_probs`` float32 ``(B, T', V)`` (CTC token log-probabilities, or hybrid pdf
 log-posteriors: what :meth:`Bundle.log_probs` returns) and ``out_lengths`` int64 ``(B,)``;
 ``T'`` is ``T`` over the encoder's time subsampling (rounded up), frames past
 ``out_lengths`` are zero. ``B`` and ``T`` (``N``) are dynamic. One difference to eager
@@ -83,6 +86,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import sys
 import tempfile
@@ -97,7 +101,7 @@ from torch import nn
 from blspeech.errors import UserError
 from blspeech.inference.bundle import Normalize
 
-FORMATS = ("torchscript", "onnx")
+FORMATS = ("torchscript", "onnx", "sherpa-onnx")
 #: Encoder classes (``blspeech.models.speech``) export supports.
 SUPPORTED_ENCODERS = ("ResNetAM", "QuartzNet", "ConformerEncoder")
 #: File suffixes that imply a format when none is given.
@@ -386,7 +390,8 @@ def export_bundle(bundle: str | os.PathLike | Any, output: str | os.PathLike,
     ``output``.
 
     ``format``: ``torchscript`` (waveform in) or ``onnx`` (features in); None picks it from
-    ``output``'s suffix (``.onnx``; ``.pt``, ``.ts``). The file is written atomically, after
+    ``output``'s suffix (``.onnx``; ``.pt``, ``.ts``). ``sherpa-onnx`` writes a directory
+    instead (:func:`export_sherpa_onnx`). The file is written atomically, after
     the exported model was reloaded and compared with the bundle on inputs of other lengths
     (``check``). Returns a summary: output, format, bytes, seconds (export) and
     check_seconds, the model's encoder, head and sizes, inputs, outputs and max_abs_diff.
@@ -398,6 +403,8 @@ def export_bundle(bundle: str | os.PathLike | Any, output: str | os.PathLike,
 
     output = os.fspath(output)
     fmt = resolve_format(format, output)
+    if fmt == "sherpa-onnx":
+        return export_sherpa_onnx(bundle, output, check=check)
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if fmt == "onnx":
@@ -440,5 +447,166 @@ def export_bundle(bundle: str | os.PathLike | Any, output: str | os.PathLike,
     }
 
 
+# --- sherpa-onnx ----------------------------------------------------------------------------
+
+#: The sherpa-onnx offline CTC model type the export writes (see :func:`export_sherpa_onnx`).
+SHERPA_MODEL_TYPE = "wenet_ctc"
+#: Front-end settings sherpa-onnx's feature extractor has fixed (kaldi-native-fbank's
+#: defaults; its Python ``FeatureExtractorConfig`` cannot change them) and the values a
+#: bundle must have for them. ``scale`` 32768: the wenet model type makes sherpa-onnx scale
+#: samples in [-1, 1] to the int16 range, as :class:`~blspeech.frontend.features.LogMel`.
+SHERPA_FIXED_FRONTEND = {"frame_length_ms": 25.0, "frame_shift_ms": 10.0, "window": "povey",
+                         "preemphasis": 0.97, "remove_dc_offset": True, "use_energy": False,
+                         "scale": 32768.0}
+#: Files of a sherpa-onnx export directory.
+SHERPA_FILES = ("model.onnx", "tokens.txt", "sherpa-onnx.json")
+
+
+def sherpa_feature_config(bundle: Any) -> dict[str, Any]:
+    """Keyword arguments of ``sherpa_onnx.FeatureExtractorConfig`` that reproduce the
+    bundle's front-end; raises :class:`UserError` when sherpa-onnx cannot express it.
+
+    Dither is 0 (a bundle computes features without it); ``normalize_samples`` False: the
+    wenet model type sets it anyway (samples times 32768, as the bundle's ``scale``).
+    """
+    cfg = bundle.frontend.config()
+    bad = [f"{k} {cfg[k]!r} (sherpa-onnx: {v!r})" for k, v in SHERPA_FIXED_FRONTEND.items()
+           if cfg[k] != v]
+    if bad:
+        raise UserError(f"{bundle.path}: sherpa-onnx cannot compute this bundle's features: "
+                        f"its front-end has {', '.join(bad)}, which sherpa-onnx's feature "
+                        "extractor cannot change; use --format onnx (features in) instead")
+    return {"sampling_rate": int(cfg["sample_rate"]), "feature_dim": int(cfg["num_mel_bins"]),
+            "low_freq": float(cfg["low_freq"]), "high_freq": float(cfg["high_freq"]),
+            "dither": 0.0, "normalize_samples": False, "snip_edges": bool(cfg["snip_edges"])}
+
+
+def _sherpa_tokens(bundle: Any) -> str:
+    """``tokens.txt`` as sherpa-onnx reads it: ``symbol id`` per line; ``<blank>`` at 0 is
+    its CTC blank (it looks for ``<blk>``, ``<eps>``, then ``<blank>``), a leading ``▁``
+    becomes a space and the symbols of a hypothesis are concatenated into its text."""
+    import re
+
+    tokens = bundle.tokenizer.tokens
+    problems = []
+    if tokens[bundle.tokenizer.blank_id] != "<blank>" or bundle.tokenizer.blank_id != 0:
+        problems.append("the blank is not '<blank>' at id 0")
+    for i, tok in enumerate(tokens):
+        if not tok or any(c.isspace() for c in tok):
+            problems.append(f"token {i} {tok!r} is empty or holds white space")
+        elif tok in ("<blk>", "<eps>", "SIL"):  # sherpa-onnx would take it as blank / drop it
+            problems.append(f"token {i} is {tok!r}, a name sherpa-onnx reserves")
+        elif 3 <= i <= 258 and re.fullmatch(r"<0x[0-9A-F]{2}>", tok):  # read as a byte
+            problems.append(f"token {i} {tok!r} looks like a byte-fallback piece")
+    if problems:
+        raise UserError(f"{bundle.path}: sherpa-onnx cannot read this bundle's tokens: "
+                        f"{problems[0]}")
+    return "".join(f"{tok} {i}\n" for i, tok in enumerate(tokens))
+
+
+def _sherpa_metadata(bundle: Any, feat_config: dict[str, Any]) -> dict[str, str]:
+    """ONNX metadata_props: what the wenet CTC model type reads (``vocab_size``,
+    ``subsampling_factor``) and, for people and tools, the front-end to use."""
+    meta = {"model_type": SHERPA_MODEL_TYPE,
+            "vocab_size": str(int(bundle.model.head.out_features)),
+            "subsampling_factor": str(int(bundle.model.time_subsampling)),
+            "comment": "blspeech CTC model: log-mel features (before CMVN) in, token "
+                       "log-probabilities out; CMVN is in the graph",
+            "encoder": str(bundle.model.config["encoder"]["name"]),
+            "cmvn": str(bundle.cmvn_mode)}
+    meta.update({k: str(v).lower() if isinstance(v, bool) else str(v)
+                 for k, v in feat_config.items()})
+    return meta
+
+
+def _check_output_dir(output: str) -> None:
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(f"output {output} is a file; sherpa-onnx export writes a directory "
+                        f"({', '.join(SHERPA_FILES)})")
+    # Probe the directory itself if it exists, else its parent: a failed export leaves no
+    # empty output directory behind.
+    target = output if os.path.isdir(output) else os.path.dirname(os.path.abspath(output))
+    _check_writable(os.path.join(target, SHERPA_FILES[0]))
+
+
+def export_sherpa_onnx(bundle: str | os.PathLike | Any, output: str | os.PathLike, *,
+                       check: bool = True) -> dict[str, Any]:
+    """Write a model directory that sherpa-onnx's offline recognizer runs as a WeNet CTC
+    model (``blspeech export BUNDLE --format sherpa-onnx --output DIR``).
+
+    ``DIR/model.onnx``: the ``onnx`` export (log-mel features before CMVN in, CMVN and the
+    model in the graph, log-probabilities out) with the metadata the wenet model type reads
+    (``vocab_size``, ``subsampling_factor``) and the front-end settings; ``DIR/tokens.txt``
+    (:func:`_sherpa_tokens`); ``DIR/sherpa-onnx.json``: ``model_type`` and ``feat_config``,
+    the ``sherpa_onnx.FeatureExtractorConfig`` arguments that give the bundle's features.
+
+    Why the WeNet CTC type: of sherpa-onnx's offline CTC types it is the one whose front-end
+    equals the bundle's (Kaldi's fbank with samples scaled to the int16 range, no feature
+    normalization by sherpa-onnx), and its model interface is the ``onnx`` export's:
+    ``(feats (N, T, C) float32, lengths int64) -> (log_probs (N, T', V), lengths int64)``.
+    NeMo CTC computes librosa-style features (Hann window, no DC removal, 0 Hz low
+    frequency) and may normalize them per utterance; zipformer CTC feeds samples in
+    [-1, 1], whose log-mels differ from the bundle's by a constant except where Kaldi's
+    log floor is hit (digital silence).
+
+    What sherpa-onnx cannot express: a bundle whose front-end has other frame length or
+    shift, window, pre-emphasis, DC removal, energy or sample scale than Kaldi's defaults
+    (:data:`SHERPA_FIXED_FRONTEND`), a hybrid head (pdf posteriors need a Kaldi graph) and
+    token sets it would misread (:func:`_sherpa_tokens`): each gives a :class:`UserError`.
+    The settings sherpa-onnx can change (sample rate, mel bins, low and high frequency,
+    snip_edges) must be passed to it: its ``OfflineRecognizer.from_wenet_ctc`` shortcut
+    leaves ``high_freq`` at -400 Hz and ``snip_edges`` off, which differ from blspeech's
+    defaults (0, Nyquist; on), so build the recognizer from ``sherpa-onnx.json`` (README).
+    Remaining differences: sherpa-onnx dithers its input (Gaussian noise of about one
+    16-bit step, whatever its ``dither`` setting says; measured with sherpa-onnx 1.13.8 and
+    2.0.1), which bundles do not: digital silence gives log-mels near 4 instead of Kaldi's
+    floor of -15.9 and quiet mel bins move by up to ~0.5, so frames where two tokens are
+    nearly tied can decode differently (README, ``tests/test_sherpa_onnx.py``). It decodes
+    a whole recording at once where a bundle with ``chunk_frames`` splits long ones, and it
+    writes ``<unk>`` where sentencepiece writes `` ⁇ ``.
+
+    Returns the ``onnx`` summary with output, format, files and feat_config. The check
+    (``check``) compares the ONNX model with the bundle as :func:`export_bundle` does.
+    """
+    from blspeech.inference.bundle import Bundle, load_bundle
+    from blspeech.io.fileio import atomic_write
+
+    output = os.fspath(output)
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    if bundle.is_hybrid or bundle.tokenizer is None:
+        raise UserError(f"{bundle.path}: sherpa-onnx runs CTC models over tokens; this "
+                        "bundle's hybrid head gives Kaldi pdf posteriors, which need a Kaldi "
+                        "decoding graph: use --format onnx and decode them with one")
+    feat_config = sherpa_feature_config(bundle)
+    tokens = _sherpa_tokens(bundle)
+    _require_onnx()
+    _check_output_dir(output)
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = export_bundle(bundle, os.path.join(tmp, "model.onnx"), "onnx", check=check)
+        onnx, _ = _require_onnx()
+        proto = onnx.load(os.path.join(tmp, "model.onnx"))
+    del proto.metadata_props[:]
+    for key, value in _sherpa_metadata(bundle, feat_config).items():
+        proto.metadata_props.add(key=key, value=value)
+    data = proto.SerializeToString()
+    settings = {"model_type": SHERPA_MODEL_TYPE, "feat_config": feat_config}
+    try:
+        os.makedirs(output, exist_ok=True)
+        with atomic_write(os.path.join(output, "model.onnx"), "wb") as f:
+            f.write(data)
+        with atomic_write(os.path.join(output, "tokens.txt")) as f:
+            f.write(tokens)
+        with atomic_write(os.path.join(output, "sherpa-onnx.json")) as f:
+            f.write(json.dumps(settings, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {output}: {e.strerror or e}") from None
+    summary.update(output=output, format="sherpa-onnx", bytes=len(data),
+                   files=[os.path.join(output, n) for n in SHERPA_FILES],
+                   model_type=SHERPA_MODEL_TYPE, feat_config=feat_config)
+    return summary
+
+
 __all__ = ["FORMATS", "FeatsToLogProbs", "SUPPORTED_ENCODERS", "WaveFrontend",
-           "WaveToLogProbs", "export_bundle", "exportable_model", "resolve_format"]
+           "WaveToLogProbs", "export_bundle", "export_sherpa_onnx", "exportable_model",
+           "resolve_format", "sherpa_feature_config"]
