@@ -44,6 +44,7 @@ import yaml
 from blspeech.errors import UserError
 from blspeech.frontend.features import LogMel, merge_config
 from blspeech.io.audio import AudioError, AudioReader, commands_allowed
+from blspeech.io.datadir import FEATS_CONF
 from blspeech.io.fileio import atomic_write, disk_full_is_user_error
 from blspeech.io.kaldi import (
     ScpReader,
@@ -54,7 +55,7 @@ from blspeech.io.kaldi import (
     write_table,
 )
 
-FBANK_CONF = os.path.join("conf", "fbank.yaml")
+FBANK_CONF = FEATS_CONF
 #: Utterances are read and computed in groups of about this many frames (one LogMel call).
 GROUP_FRAMES = 512
 _MARKER_VERSION = 2  # 2: the key includes the audio files' sizes and mtimes

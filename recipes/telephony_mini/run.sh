@@ -7,15 +7,21 @@
 # Usage: recipes/telephony_mini/run.sh [options]
 #
 # Stages:
-#   0  corpus: DATA/{train,dev,test_real,test_synth} (local/prepare_corpus.py)
-#   1  features: 40-bin log-mel filterbanks at 8 kHz for every split, global CMVN of train
+#   0  corpus: DATA/{train,dev,test_real,test_synth} (local/prepare_corpus.py), and
+#      speed-perturbed copies of the --sp-speakers' training utterances
+#      (DATA/train_spk_sp: sox 'speed' at each of --sp-factors)
+#   1  features: 40-bin log-mel filterbanks at 8 kHz for every split; the training set
+#      DATA/train_sp = train + train_spk_sp (just train when --sp-factors is empty) and
+#      its global CMVN
 #   2  tokenizer: BPE pieces (sentencepiece) of train's transcripts (DATA/lang_bpe<N>), and
 #      a word 3-gram LM of train's transcripts only (DATA/lm/3gram.arpa; held-out
-#      sentences stay out of every LM and lexicon)
-#   3  train each encoder of --encoders with --config, or conf/ctc_<encoder>.yaml where
-#      that exists (EXP/<encoder>/, final.pt, and final.bundle: the model with its
-#      front-end, CMVN and tokenizer in one file for 'blspeech transcribe' and
-#      blspeech.load_bundle); with --seeds N, seeds 1..N-1 in EXP/<encoder>_seed<k>/
+#      sentences stay out of every LM and lexicon; the perturbed copies are left out, so
+#      no sentence counts more than once)
+#   3  train each encoder of --encoders on DATA/train_sp with --config, or
+#      conf/ctc_<encoder>.yaml where that exists (EXP/<encoder>/, final.pt, and
+#      final.bundle: the model with its front-end, CMVN and tokenizer in one file for
+#      'blspeech transcribe' and blspeech.load_bundle); with --seeds N, seeds 1..N-1 in
+#      EXP/<encoder>_seed<k>/; --train-jobs trainings at a time (log: EXP/<run>/stage3.log)
 #   4  decode every test set with each model: greedy (EXP/<run>/decode_<test>/),
 #      lexicon + LM beam search with the LM weight tuned on dev (decode_lm_<test>/,
 #      lm_tuning.json), and WFST search of a TLG graph of the same LM with the acoustic
@@ -60,6 +66,10 @@
 #                         all-blank stage in this budget)
 #   --seeds N             train every encoder N times (seeds 0..N-1); RESULTS.md gives
 #                         mean and spread [1]
+#   --train-jobs N        trainings run at the same time, each with --nj / N threads (on 2
+#                         cores two 1-thread trainings get 1.2-1.5x the steps per second
+#                         of one 2-thread training: README); empty: --nj on the CPU, 1 with
+#                         --device cuda []
 #   --baseline NAME       encoder the others are compared with [resnet_am_mini]
 #   --candidate NAME      encoder whose efficiency claim RESULTS.md checks [bl_resnet_am_mini]
 #   --config YAML         training recipe for every encoder without its own
@@ -76,7 +86,11 @@
 #                         "--set optim.lr=0.002" []
 #   --data-dir DIR        corpus and features [data]
 #   --exp-dir DIR         models, decodes and results [exp]
-#   --num-train N         training utterances of the corpus (not with --quick) [2500]
+#   --num-train N         training utterances of the corpus (not with --quick) [5000]
+#   --sp-speakers "A ..." speakers of train whose utterances get speed-perturbed copies:
+#                         the corpus's one real voice, whose share of train they raise
+#                         from 8% to 21% (README, run M) [ast_allison]
+#   --sp-factors F,F      speed factors of those copies; empty: no copies [0.9,1.1]
 #   --corpus-args "ARGS"  more local/prepare_corpus.py flags, e.g. "--num-dev 400" []
 #   --rtf-utts N          utterances of test_synth decoded for the RTF (0: all) [0]
 #   --rtf-repeats N       timed rounds per model for the RTF [9]
@@ -90,8 +104,9 @@
 #   recipes/telephony_mini/run.sh --stage 3 --encoders "resnet_am_mini bl_resnet_am_mini"
 #   recipes/telephony_mini/run.sh --device cuda --epochs 30
 #
-# wav.scp entries ending in '|' are shell commands; this corpus has none, and its data
-# dirs are built here, so commands stay allowed.
+# wav.scp entries ending in '|' are shell commands: here only the speed-perturbed copies
+# (`sox ... speed F |`), which stage 0 writes itself, so commands stay allowed; with
+# BLSPEECH_NO_WAVSCP_COMMANDS=1 run with --sp-factors ''.
 
 set -euo pipefail
 
@@ -102,6 +117,7 @@ device=cpu
 nj=2
 encoders="resnet_am_mini bl_resnet_am_mini"
 seeds=1
+train_jobs=
 baseline=resnet_am_mini
 candidate=bl_resnet_am_mini
 config=conf/ctc.yaml
@@ -114,7 +130,9 @@ epochs=
 train_args=
 data_dir=data
 exp_dir=exp
-num_train=2500
+num_train=5000
+sp_speakers=ast_allison
+sp_factors=0.9,1.1
 corpus_args=
 rtf_utts=0
 rtf_repeats=9
@@ -157,7 +175,6 @@ for enc in "${encoder_list[@]}"; do
 done
 run_encoder() { echo "${1%_seed*}"; }
 run_seed() { [[ $1 == *_seed* ]] && echo "${1##*_seed}" || echo 0; }
-lm=$data_dir/lm/3gram.arpa
 test_sets=(test_real test_synth)
 splits=(train dev "${test_sets[@]}")
 if [[ $quick == true ]]; then
@@ -167,11 +184,12 @@ if [[ $quick == true ]]; then
   epochs=${epochs:-3}
   # 29 updates per epoch: reach the peak learning rate within the first epoch.
   quick_overrides=(--set schedule.warmup_steps=20)
+  # One point of the WFST grid instead of 21: the quick models' search is slow.
+  wfst_grid=(--acoustic-scales 0.7 --word-penalties -3)
 else
-  # 5000 utterances for 5 epochs (the same updates) won on dev and test_synth but lost on
-  # test_real: the 405 real recordings became 8% of train instead of 15% (README, run J).
   extra_corpus=(--num-train "$num_train" ${extra_corpus[@]+"${extra_corpus[@]}"})
 fi
+lm=$data_dir/lm/3gram.arpa
 [[ -f $config ]] || die "--config $config does not exist"
 [[ -f $hybrid_config ]] || die "--hybrid-config $hybrid_config does not exist"
 if [[ $vocab_size == 0 ]]; then
@@ -182,6 +200,21 @@ else
   tokenizer_args=(--kind bpe --vocab-size "$vocab_size")
 fi
 graph=$data_dir/graph_$(basename "$lang")
+# The training set: train plus the speed-perturbed copies of --sp-speakers' utterances.
+sp_part=$data_dir/train_spk_sp
+train_set=$data_dir/train_sp
+feat_dirs=("${splits[@]/#/$data_dir/}")
+if [[ -n $sp_factors ]]; then
+  [[ -n $sp_speakers ]] || die "--sp-factors $sp_factors needs --sp-speakers"
+  feat_dirs+=("$sp_part")
+fi
+if [[ -z $train_jobs ]]; then
+  train_jobs=1
+  [[ $device == cpu ]] && train_jobs=$nj
+fi
+[[ $train_jobs =~ ^[1-9][0-9]*$ ]] || die "--train-jobs must be a positive integer, got '$train_jobs'"
+(( train_jobs > ${#runs[@]} )) && train_jobs=${#runs[@]}
+train_threads=$(( nj / train_jobs > 0 ? nj / train_jobs : 1 ))
 decodings=(decode decode_lm)
 [[ $wfst == true ]] && decodings+=(decode_wfst)
 train_overrides=(${quick_overrides[@]+"${quick_overrides[@]}"})
@@ -192,19 +225,33 @@ if (( stage <= 0 && 0 <= stop_stage )); then
   echo "stage 0: corpus in $data_dir"
   "$PYTHON" local/prepare_corpus.py --data-dir "$data_dir" --nj "$nj" \
     ${extra_corpus[@]+"${extra_corpus[@]}"}
+  if [[ -n $sp_factors && ! ( -f $sp_part/wav.scp && $sp_part/wav.scp -nt $data_dir/train/wav.scp ) ]]; then
+    echo "stage 0: speed-perturbed copies ($sp_factors) of $sp_speakers in $sp_part"
+    tr ' ' '\n' <<< "$sp_speakers" | grep -v '^$' > "$data_dir/sp_speakers.txt"
+    blspeech subset-data-dir "$data_dir/train" "$sp_part.src" \
+      --spk-list "$data_dir/sp_speakers.txt" > /dev/null
+    blspeech perturb-speed "$sp_part.src" "$sp_part" --factors "$sp_factors" > /dev/null
+    rm -rf "$sp_part.src"
+  fi
 fi
 
 if (( stage <= 1 && 1 <= stop_stage )); then
-  for split in "${splits[@]}"; do stage_needs 1 0 "$data_dir/$split/wav.scp"; done
+  for dir in "${feat_dirs[@]}"; do stage_needs 1 0 "$dir/wav.scp"; done
   echo "stage 1: 40-bin log-mel features at 8 kHz and global CMVN"
-  for split in "${splits[@]}"; do
+  for dir in "${feat_dirs[@]}"; do
     # compute-feats skips finished jobs, so a killed run resumes here.
-    blspeech compute-feats "$data_dir/$split" --nj "$nj" --sample-rate 8000 \
+    blspeech compute-feats "$dir" --nj "$nj" --sample-rate 8000 \
       --num-mel-bins 40 --no-progress > /dev/null
   done
-  blspeech compute-cmvn "$data_dir/train" > /dev/null
-  for split in "${splits[@]}"; do
-    blspeech validate-data-dir "$data_dir/$split" > /dev/null
+  if [[ -n $sp_factors ]]; then
+    blspeech combine-data "$train_set" "$data_dir/train" "$sp_part" > /dev/null
+  else
+    blspeech subset-data-dir "$data_dir/train" "$train_set" --first \
+      "$(wc -l < "$data_dir/train/utt2spk")" > /dev/null
+  fi
+  blspeech compute-cmvn "$train_set" > /dev/null
+  for dir in "${feat_dirs[@]}" "$train_set"; do
+    blspeech validate-data-dir "$dir" > /dev/null
   done
 fi
 
@@ -222,25 +269,52 @@ if (( stage <= 2 && 2 <= stop_stage )); then
   fi
 fi
 
+# One training of stage 3: the model, its final.pt (select_final.py) and final.bundle.
+train_run() {
+  local run=$1 enc conf
+  enc=$(run_encoder "$run")
+  conf=$config
+  [[ -f conf/ctc_$enc.yaml ]] && conf=conf/ctc_$enc.yaml
+  echo "stage 3: training $enc (seed $(run_seed "$run"), $conf) in $exp_dir/$run"
+  # Resumes from last.pt; a finished run returns at once. stdout: a JSON summary.
+  OMP_NUM_THREADS=$train_threads blspeech train --config "$conf" --set "model.name=$enc" \
+    --set "training.seed=$(run_seed "$run")" \
+    ${train_overrides[@]+"${train_overrides[@]}"} \
+    --train-dir "$train_set" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
+    --exp-dir "$exp_dir/$run" --device "$device" > "$exp_dir/$run/.summary.json.tmp"
+  mv "$exp_dir/$run/.summary.json.tmp" "$exp_dir/$run/train_summary.json"
+  "$PYTHON" ../utils/select_final.py "$exp_dir/$run"
+  blspeech make-bundle "$exp_dir/$run/final.pt" "$exp_dir/$run/final.bundle" > /dev/null
+}
+
 if (( stage <= 3 && 3 <= stop_stage )); then
-  stage_needs 3 1 "$data_dir/train/feats.scp" "$data_dir/dev/feats.scp"
+  stage_needs 3 1 "$train_set/feats.scp" "$data_dir/dev/feats.scp"
   stage_needs 3 2 "$lang/tokenizer.pt"
-  for run in "${runs[@]}"; do
-    enc=$(run_encoder "$run")
-    conf=$config
-    [[ -f conf/ctc_$enc.yaml ]] && conf=conf/ctc_$enc.yaml
-    echo "stage 3: training $enc (seed $(run_seed "$run"), $conf) in $exp_dir/$run"
-    mkdir -p "$exp_dir/$run"
-    # Resumes from last.pt; a finished run returns at once. stdout: a JSON summary.
-    blspeech train --config "$conf" --set "model.name=$enc" \
-      --set "training.seed=$(run_seed "$run")" \
-      ${train_overrides[@]+"${train_overrides[@]}"} \
-      --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
-      --exp-dir "$exp_dir/$run" --device "$device" > "$exp_dir/$run/.summary.json.tmp"
-    mv "$exp_dir/$run/.summary.json.tmp" "$exp_dir/$run/train_summary.json"
-    "$PYTHON" ../utils/select_final.py "$exp_dir/$run"
-    blspeech make-bundle "$exp_dir/$run/final.pt" "$exp_dir/$run/final.bundle" > /dev/null
+  # Up to --train-jobs trainings at a time, each logging to EXP/<run>/stage3.log; a
+  # failed one is reported with the end of its log once its batch has finished.
+  pids=()
+  trap 'kill ${pids[@]+"${pids[@]}"} 2> /dev/null; exit 130' INT TERM
+  for (( i = 0; i < ${#runs[@]}; i += train_jobs )); do
+    batch=("${runs[@]:i:train_jobs}")
+    pids=()
+    for run in "${batch[@]}"; do
+      mkdir -p "$exp_dir/$run"
+      echo "stage 3: training $run ($train_threads threads; log: $exp_dir/$run/stage3.log)"
+      train_run "$run" > "$exp_dir/$run/stage3.log" 2>&1 &
+      pids+=($!)
+    done
+    failed=()
+    for k in "${!pids[@]}"; do
+      wait "${pids[k]}" || failed+=("${batch[k]}")
+    done
+    for run in ${failed[@]+"${failed[@]}"}; do
+      echo "$0: training $run failed; the end of $exp_dir/$run/stage3.log:" >&2
+      tail -n 5 "$exp_dir/$run/stage3.log" >&2
+    done
+    (( ${#failed[@]} == 0 )) || exit 1
   done
+  pids=()
+  trap - INT TERM
 fi
 
 if (( stage <= 4 && 4 <= stop_stage )); then
@@ -274,7 +348,8 @@ if (( stage <= 4 && 4 <= stop_stage )); then
       echo "stage 4: TLG graph, acoustic scale tuned on dev, WFST decoding with $run"
       "$PYTHON" local/wfst_decode.py --model "$exp_dir/$run/final.pt" --lm "$lm" \
         --lang "$lang" --graph "$graph" --data-dir "$data_dir" --out-dir "$exp_dir/$run" \
-        --test-sets "${test_sets[*]}" --device "$device" > /dev/null
+        --test-sets "${test_sets[*]}" --device "$device" \
+        ${wfst_grid[@]+"${wfst_grid[@]}"} > /dev/null
     fi
   done
 fi

@@ -23,6 +23,7 @@ Example:
 
 from blspeech.io.datadir.core import (
     COPIED_FILES,
+    FEATS_CONF,
     FEATURE_TABLES,
     RECO_TABLES,
     REQUIRED,
@@ -44,6 +45,7 @@ from blspeech.io.datadir.validate import check_data_dir, validate_data_dir
 
 __all__ = [
     "COPIED_FILES",
+    "FEATS_CONF",
     "FEATURE_TABLES",
     "RECO_TABLES",
     "REQUIRED",

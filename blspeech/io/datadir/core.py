@@ -30,6 +30,9 @@ TABLES = ("wav.scp", "segments", "reco2file_and_channel", "reco2dur", "text", "u
           "utt2num_frames", "utt2uniq", "utt2lang")
 #: Small non-table files that travel with a data dir verbatim.
 COPIED_FILES = ("frame_shift",)
+#: The front-end settings that ``feats.scp``'s features were computed with (written by
+#: ``blspeech compute-feats``; training and inference read them).
+FEATS_CONF = os.path.join("conf", "fbank.yaml")
 #: Tables that describe features of the audio and are stale after speed perturbation.
 FEATURE_TABLES = ("feats.scp", "cmvn.scp", "vad.scp", "utt2num_frames")
 

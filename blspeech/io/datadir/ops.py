@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
@@ -15,6 +16,7 @@ from blspeech.io.audio import END_TOLERANCE_S
 from blspeech.io.datadir.core import (
     BACKUP_DIR,
     COPIED_FILES,
+    FEATS_CONF,
     FEATURE_TABLES,
     RECO_TABLES,
     SPK_TABLES,
@@ -217,6 +219,31 @@ def _with_whole_segments(d: DataDir) -> DataDir:
     return out
 
 
+def _with_own_uniq(d: DataDir) -> DataDir:
+    """A copy whose ``utt2uniq`` maps every utterance to itself."""
+    out = DataDir(d.tables, path=d.path, extra=d.extra)
+    out.set_table("utt2uniq", {utt: utt for utt in d.utterances()})
+    return out
+
+
+def _feats_conf(dirs: Sequence[DataDir], warnings: list[str]) -> bytes | None:
+    """The front-end settings shared by every source's features.
+
+    ``b""`` when no source records them; None (features dropped, with a warning) when
+    they differ or only some sources record them: one feats.scp must be one front-end.
+    """
+    confs = {}
+    for x in dirs:
+        file = os.path.join(x.path or ".", FEATS_CONF)
+        confs[x.path] = open(file, "rb").read() if os.path.isfile(file) else b""
+    if len(set(confs.values())) == 1:
+        return next(iter(confs.values()))
+    warnings.append(f"the features of {', '.join(map(str, confs))} were computed with "
+                    f"different front-end settings ({FEATS_CONF}); feats.scp dropped: "
+                    "compute features for the combined dir")
+    return None
+
+
 def combine_data_dirs(dst: str | os.PathLike, srcs: Sequence[str | os.PathLike]) -> dict:
     """Union of data dirs, like Kaldi's ``utils/combine_data.sh``.
 
@@ -225,7 +252,10 @@ def combine_data_dirs(dst: str | os.PathLike, srcs: Sequence[str | os.PathLike])
     some sources are dropped with a warning in the report (``dropped_files`` maps each
     to the sources that lack it), as are speaker tables that disagree for a shared
     speaker. When only some sources have ``segments``, the others get whole-recording
-    segments (durations from utt2dur or the audio file).
+    segments (durations from utt2dur or the audio file); when only some have
+    ``utt2uniq``, the others' utterances map to themselves. ``feats.scp`` is kept only
+    when every source's features come from the same front-end (``conf/fbank.yaml``,
+    copied along).
 
     Example:
         >>> combine_data_dirs("data/all", ["data/a", "data/b"])["warnings"]  # doctest: +SKIP
@@ -243,6 +273,10 @@ def combine_data_dirs(dst: str | os.PathLike, srcs: Sequence[str | os.PathLike])
         if plain:
             warnings.append(f"made whole-recording segments for {', '.join(plain)}")
         dirs = [x if x.has("segments") else _with_whole_segments(x) for x in dirs]
+
+    if any(x.has("utt2uniq") for x in dirs):
+        # As Kaldi's combine_data.sh: an utterance without a recorded origin is its own.
+        dirs = [x if x.has("utt2uniq") else _with_own_uniq(x) for x in dirs]
 
     names = [n for n in TABLES if n != "spk2utt" and any(x.has(n) for x in dirs)]
     dropped: dict[str, list[str]] = {}
@@ -287,6 +321,17 @@ def combine_data_dirs(dst: str | os.PathLike, srcs: Sequence[str | os.PathLike])
             out.extra[name] = contents.pop()
         elif any(x.extra.get(name) is not None for x in dirs):
             warnings.append(f"{name} is missing or differs between sources; dropped")
+    if "feats.scp" in out.tables:
+        feats_conf = _feats_conf(dirs, warnings)
+        if feats_conf is None:
+            del out.tables["feats.scp"]
+            out.tables.pop("utt2num_frames", None)
+            dropped["feats.scp"] = []
+        elif feats_conf:
+            out.extra[FEATS_CONF] = feats_conf
+    with contextlib.suppress(FileNotFoundError):
+        if FEATS_CONF not in out.extra:
+            os.unlink(os.path.join(dst, FEATS_CONF))  # an earlier combination's
     out.save(dst)
     return {"dst": dst, "sources": srcs, "utterances": len(out), "speakers": len(out.speakers()),
             "recordings": len(out.recordings()), "dropped_files": dropped,

@@ -3,7 +3,8 @@
 
 Usage: local/wfst_decode.py --model EXP/ENC/final.pt --lm DATA/lm/3gram.arpa --lang DATA/LANG
            --graph DATA/graph_3gram --data-dir DATA --out-dir EXP/ENC
-           [--test-sets "test_real test_synth"] [--device cpu]
+           [--test-sets "test_real test_synth"] [--acoustic-scales "0.5 0.7 1.0"]
+           [--word-penalties "-6 -5 -4 -3 -2 -1 0"] [--device cpu]
 
 The graph (``blspeech mkgraph``: CTC topology over LANG's pieces, every word of the LM
 spelled with them, the LM itself) is built into GRAPH unless it is newer than the LM and
@@ -40,6 +41,13 @@ ACOUSTIC_SCALES = (0.5, 0.7, 1.0)
 WORD_PENALTIES = (-6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0)
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by spaces, got {text!r}")
+
+
 def ensure_graph(lang: str, lm: str, graph: str) -> None:
     """Build the graph unless it is newer than the LM and the tokenizer."""
     tlg = os.path.join(graph, "TLG.fst")
@@ -50,10 +58,11 @@ def ensure_graph(lang: str, lm: str, graph: str) -> None:
     make_graph(load_tokenizer_dir(lang)[0], lm, graph)
 
 
-def tune(bundle, graph: str, dev: str, beam: int) -> tuple[dict, list[dict]]:
+def tune(bundle, graph: str, dev: str, beam: int, scales: list[float],
+         penalties: list[float]) -> tuple[dict, list[dict]]:
     grid = []
     with tempfile.TemporaryDirectory() as tmp:
-        for scale, penalty in itertools.product(ACOUSTIC_SCALES, WORD_PENALTIES):
+        for scale, penalty in itertools.product(scales, penalties):
             out = os.path.join(tmp, f"a{scale}_p{penalty}")
             s = decode_data_dir(bundle, dev, out, method="wfst", graph=graph,
                                 acoustic_scale=scale, word_penalty=penalty, beam=beam,
@@ -76,12 +85,17 @@ def main() -> int:
     ap.add_argument("--out-dir", required=True, help="where decode_wfst_<test>/ go")
     ap.add_argument("--test-sets", default="test_real test_synth")
     ap.add_argument("--beam", type=int, default=16, help="decoder beam (default: 16)")
+    ap.add_argument("--acoustic-scales", type=_floats, default=ACOUSTIC_SCALES,
+                    help="the grid's acoustic scales (default: %(default)s)")
+    ap.add_argument("--word-penalties", type=_floats, default=WORD_PENALTIES,
+                    help="the grid's word penalties (default: %(default)s)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     try:
         ensure_graph(args.lang, args.lm, args.graph)
         bundle = load_acoustic_model(args.model, args.device)
-        best, grid = tune(bundle, args.graph, os.path.join(args.data_dir, "dev"), args.beam)
+        best, grid = tune(bundle, args.graph, os.path.join(args.data_dir, "dev"), args.beam,
+                          args.acoustic_scales, args.word_penalties)
         results, no_final = {}, {}
         for t in args.test_sets.split():
             s = decode_data_dir(bundle, os.path.join(args.data_dir, t),
