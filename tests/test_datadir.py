@@ -433,6 +433,34 @@ def test_combine_with_and_without_segments(segmented, speech_data_dir, tmp_path)
     assert validate_data_dir(tmp_path / "all") == []
 
 
+def test_combine_keeps_features_of_one_front_end(speech_data_dir_8k, tmp_path):
+    """The recipe's train_sp: train plus speed-perturbed copies with their own features.
+    Combined features keep their conf/fbank.yaml; features of two front-ends are dropped;
+    utt2uniq (from perturb-speed) is filled for the unperturbed utterances."""
+    from blspeech.frontend.extract import compute_feats
+
+    train = copy_dir(speech_data_dir_8k, tmp_path / "train")
+    subset_data_dir(train, tmp_path / "one", first=2)
+    perturb_speed(tmp_path / "one", tmp_path / "sp", factors=(0.9,))
+    for d in (train, tmp_path / "sp"):
+        compute_feats(d, nj=1, frontend_config={"num_mel_bins": 23}, progress=False)
+    report = combine_data_dirs(tmp_path / "all", [train, tmp_path / "sp"])
+    assert report["warnings"] == []
+    all_ = DataDir.load(tmp_path / "all")
+    assert len(all_.values("feats.scp")) == len(all_) == 8
+    assert (tmp_path / "all" / "conf" / "fbank.yaml").read_bytes() == (
+        train / "conf" / "fbank.yaml").read_bytes()
+    uniq = all_.values("utt2uniq")
+    assert uniq == {u: u.removeprefix("sp0.9-") for u in all_.utterances()}
+
+    compute_feats(tmp_path / "sp", nj=1, frontend_config={"num_mel_bins": 40},
+                  progress=False)
+    report = combine_data_dirs(tmp_path / "all", [train, tmp_path / "sp"])
+    assert "different front-end settings" in report["warnings"][0]
+    assert not (tmp_path / "all" / "feats.scp").exists()
+    assert not (tmp_path / "all" / "conf" / "fbank.yaml").exists()
+
+
 # --- speed perturbation --------------------------------------------------------------------
 
 

@@ -16,82 +16,32 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import make_data_dir
+from tiny_ctc import FRONTEND, train_tiny_ctc
+from tiny_ctc import checkpoint as _checkpoint
 
 from blspeech.cli import main
-from blspeech.data.speech import SpeechDataset, collate
 from blspeech.decoding.ctc import greedy, greedy_batch, prefix_beam_search
 from blspeech.decoding.lexicon_lm import LexiconLMDecoder
 from blspeech.errors import UserError
-from blspeech.frontend.features import LogMel
 from blspeech.inference.align import align_data_dir, token_spans
 from blspeech.inference.decode import decode_data_dir
 from blspeech.inference.model import load_acoustic_model
-from blspeech.io.kaldi import cmvn_stats, read_int_vectors, read_table
-from blspeech.models import build_model
-from blspeech.models.asr import CTCModel
+from blspeech.io.kaldi import read_int_vectors, read_table
 from blspeech.text.ngram import train_ngram, write_arpa
-from blspeech.text.tokenizers import BPETokenizer, CharTokenizer, TextNormalizer
-
-FRONTEND = LogMel(sample_rate=8000, num_mel_bins=40).config()
-
-
-def _checkpoint(model, tok, norm, stats, source="audio", **extra):
-    return {"model": model.state_dict(), "model_config": model.config,
-            "tokenizer": tok.to_dict(), "normalizer": norm.to_dict(), "frontend": FRONTEND,
-            "cmvn": {"mode": "global", "stats": torch.from_numpy(stats), "norm_vars": True},
-            "data_source": source, "optimizer": None, **extra}
+from blspeech.text.tokenizers import BPETokenizer, CharTokenizer
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Data dir, checkpoints (audio and feats source), tokenizer, normalizer."""
-    root = tmp_path_factory.mktemp("decode")
-    data = make_data_dir(root, n_utts=3, sample_rate=8000, n_speakers=2)
-    norm = TextNormalizer(case="lower")
-    ds = SpeechDataset(data, source="audio", frontend=FRONTEND)
-    tok = CharTokenizer.train([norm(t) for t in ds.texts])
-    items = [ds[i] for i in range(len(ds))]
-    stats = cmvn_stats(it["feats"].numpy() for it in items)
-    batch = collate(items)
-    mean = torch.from_numpy(stats[0, :-1] / stats[0, -1]).float()
-    std = torch.from_numpy(np.sqrt(stats[1, :-1] / stats[0, -1] - mean.double().numpy() ** 2)
-                           ).float()
-    valid = torch.arange(batch["feats"].shape[1])[None] < batch["lengths"][:, None]
-    feats = (batch["feats"] - mean) / std * valid[..., None]
-    targets = [torch.tensor(tok.encode(norm(t))) for t in batch["texts"]]
-    target_lengths = torch.tensor([len(t) for t in targets])
-    padded = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True)
-    torch.manual_seed(0)
-    model = CTCModel(build_model("quartznet_tiny", dropout=0.0), tok.vocab_size)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    # One thread: these tiny convolutions gain nothing from two, and with another busy
-    # process on a 2-core machine, two threads spin-wait and run 20x slower.
-    torch.set_num_threads(1)
-    try:
-        for _ in range(150):
-            log_probs, out_lengths = model(feats, batch["lengths"])
-            loss = model.loss(log_probs, out_lengths, padded, target_lengths)
-            opt.zero_grad()
-            (loss / target_lengths.sum()).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    ckpt = root / "audio.pt"
-    torch.save(_checkpoint(model, tok, norm, stats), ckpt)
-    feats_ckpt = root / "feats.pt"
-    torch.save(_checkpoint(model, tok, norm, stats, source="feats"), feats_ckpt)
-    lm = root / "lm.arpa"
-    write_arpa(train_ngram([norm(t) for t in ds.texts], order=3), lm)
-    return {"root": root, "data": data, "ckpt": ckpt, "feats_ckpt": feats_ckpt, "tok": tok,
-            "norm": norm, "lm": lm, "texts": dict(zip(ds.utts, map(norm, ds.texts),
-                                                       strict=True))}
+    t = train_tiny_ctc(tmp_path_factory.mktemp("decode"))
+    feats_ckpt = t["root"] / "feats.pt"
+    torch.save(_checkpoint(t["model"], t["tok"], t["norm"], t["stats"], source="feats"),
+               feats_ckpt)
+    return {**t, "feats_ckpt": feats_ckpt}
 
 
 def _durations(data: Path) -> dict[str, float]:

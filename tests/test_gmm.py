@@ -166,6 +166,11 @@ def test_lexicon_sources_and_fallbacks(tmp_path):
     spelled, src, _ = build_lexicon(["x7"], oov="spell")
     assert src["x7"] == "spell" and spelled["x7"] == [("EH", "K", "S", "S", "EH", "V", "AH",
                                                        "N")]
+    # Switchboard's partial words are said as their stems.
+    frag, src, missing = build_lexicon(["th-", "-at", "hello-", "<unk>-"])
+    assert frag["hello-"] == lex["hello"] and src["hello-"] == "cmudict"
+    assert frag["-at"] == build_lexicon(["at"])[0]["at"] and missing == ["<unk>-"]
+    assert frag["th-"] == build_lexicon(["th"])[0]["th"] and frag["th-"][0]
     none, _, missing = build_lexicon(["copay", "b"], oov="none")
     assert missing == ["copay"] and none["b"] == [("B", "IY")]
     # A user lexicon comes first.
@@ -204,3 +209,116 @@ def test_parallel_alignment_gives_the_same_alignments(aligned, tmp_path):
     assert infos[0]["train"]["aligned"] == infos[1]["train"]["aligned"] == 6
     one, two = (dict(read_int_vectors(f"scp:{tmp_path}/nj{nj}/ali.scp")) for nj in (1, 2))
     assert one.keys() == two.keys() and all(np.array_equal(one[u], two[u]) for u in one)
+
+
+# --- the HLG graph of the aligner's HMMs, for hybrid models ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def hlg(aligned):
+    """An HLG of the aligner's lang dir and a 3-gram of the clean transcripts."""
+    pytest.importorskip("kaldifst", reason="needs the wfst extra")
+    from blspeech.decoding.wfst.hlg import make_hlg
+    from blspeech.text.ngram import train_ngram, write_arpa
+
+    data, exp, info, _ = aligned
+    texts = dict(ln.split(maxsplit=1) for ln in (data / "text").read_text().splitlines())
+    clean = {u: t for u, t in texts.items() if u not in (OOV_UTT, LONG_UTT)}
+    lm = exp / "lm.arpa"
+    write_arpa(train_ngram(sorted(set(clean.values()))), lm)
+    graph = exp / "graph"
+    made = make_hlg(exp / "lang", lm, graph)
+    return data, exp, info, clean, graph, made
+
+
+def _one_hot_log_likes(pdfs: np.ndarray, num_pdfs: int):
+    import torch
+
+    ll = torch.full((len(pdfs), num_pdfs), -8.0)
+    ll[torch.arange(len(pdfs)), torch.from_numpy(pdfs.astype(np.int64))] = 0.0
+    return ll
+
+
+def test_hlg_decodes_the_aligned_pdfs_to_the_transcript(hlg):
+    """Log-likelihoods that favour each frame's aligned pdf decode to the transcript, at
+    the feature rate and at every 4th frame (the rate the hybrid head predicts at: the
+    graph lets a phone show only some of its states)."""
+    from blspeech.decoding.wfst import WfstDecoder
+
+    data, exp, info, clean, graph, made = hlg
+    assert made.kind == "hybrid" and made.vocab_size == info["num_pdfs"]
+    assert made.words == len({w for t in clean.values() for w in t.split()})
+    assert (graph / "HLG.fst").is_file() and not (graph / "TLG.fst").exists()
+    pdfs = dict(read_int_vectors(f"scp:{exp}/pdf.scp"))
+    dec = WfstDecoder(graph, num_pdfs=info["num_pdfs"], acoustic_scale=1.0)
+    for step in (1, 4):
+        for utt, text in clean.items():
+            ll = _one_hot_log_likes(pdfs[utt][step // 2::step], info["num_pdfs"])
+            hyp = dec.decode(ll, utt=utt)
+            assert hyp.reached_final and " ".join(hyp.words) == text, (step, utt)
+            assert len(hyp.spans) == len(hyp.words)
+            assert [s for s, _ in hyp.spans] == sorted(s for s, _ in hyp.spans)
+            assert hyp.spans[-1][1] == ll.shape[0]
+    assert dec.partial == []
+    # A graph of another model's pdfs, or a CTC model, is refused with one clear message.
+    from blspeech.errors import UserError
+
+    with pytest.raises(UserError, match=f"built for {info['num_pdfs']} pdfs"):
+        WfstDecoder(graph, num_pdfs=info["num_pdfs"] + 1)
+    with pytest.raises(UserError, match="hybrid model's pdfs; it cannot decode a CTC model"):
+        WfstDecoder(graph)
+
+
+def test_hlg_leaves_out_lm_words_without_pronunciation(hlg, tmp_path):
+    from blspeech.decoding.wfst.hlg import make_hlg
+    from blspeech.errors import UserError
+
+    data, exp, info, clean, graph, made = hlg
+    lm = tmp_path / "lm.arpa"
+    text = (exp / "lm.arpa").read_text()
+    # One more unigram the lexicon lacks.
+    head, rest = text.split("\\1-grams:\n", 1)
+    n1 = int(head.split("ngram 1=")[1].split()[0])
+    lm.write_text(head.replace(f"ngram 1={n1}", f"ngram 1={n1 + 1}")
+                  + "\\1-grams:\n-2.0\tzyzzyva\t-0.1\n" + rest)
+    with pytest.warns(UserWarning, match=r"cannot be spelled.*: zyzzyva"):
+        again = make_hlg(exp / "lang", lm, tmp_path / "graph")
+    assert again.skipped == ["zyzzyva"] and again.words == made.words
+    (tmp_path / "lang").mkdir()
+    for name in ("phones.txt", "lexicon.txt"):
+        (tmp_path / "lang" / name).write_text((exp / "lang" / name).read_text())
+    with pytest.raises(UserError, match="hmm.txt not found"):
+        make_hlg(tmp_path / "lang", lm, tmp_path / "graph2")
+
+
+def test_hybrid_model_on_gmm_targets_decodes_with_the_hlg(hlg, tmp_path, capsys):
+    """blspeech train (hybrid head on the GMM's pdfs), then decode --method wfst with the
+    HLG: text and CTM for every utterance, the prior scale applied."""
+    from blspeech.cli import main
+
+    data, exp, info, clean, graph, _ = hlg
+    model_dir = tmp_path / "hybrid"
+    assert main(["train", "--config", "hybrid_tiny", "--set",
+                 f"head.num_pdfs={info['num_pdfs']}", "--set", "head.topology=null",
+                 "--set", "training.epochs=1", "--set", "data.num_workers=0",
+                 "--set", "data.source=audio", "--set", "data.cmvn=none",
+                 "--set", "data.frontend={sample_rate: 8000, num_mel_bins: 40}",
+                 "--train-dir", str(data), "--dev-dir", str(data),
+                 "--train-ali", f"scp:{exp}/pdf.scp", "--dev-ali", f"scp:{exp}/pdf.scp",
+                 "--exp-dir", str(model_dir), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    model = str(model_dir / "last.pt")
+    rc = main(["decode", model, str(data), str(tmp_path / "dec"), "--no-progress"])
+    assert rc == 2 and "--method wfst" in capsys.readouterr().err
+    out = tmp_path / "dec"
+    assert main(["decode", model, str(data), str(out), "--method", "wfst", "--graph",
+                 str(graph), "--prior-scale", "0.5", "--acoustic-scale", "0.5",
+                 "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["method"] == "wfst" and summary["prior_scale"] == 0.5
+    assert summary["utterances"] == 8
+    hyps = dict(ln.split(maxsplit=1) if " " in ln else (ln, "")
+                for ln in (out / "text").read_text().splitlines())
+    assert len(hyps) == 8
+    ctm = (out / "ctm").read_text().splitlines()
+    assert len(ctm) == sum(len(h.split()) for h in hyps.values())

@@ -60,7 +60,19 @@ def test_every_output_file(recipe):
     for split in ("train", "dev", *TESTS):
         for name in ("wav.scp", "text", "utt2spk", "feats.scp", "utt2num_frames"):
             assert (data / split / name).is_file(), (split, name)
-    assert (data / "train" / "global_cmvn").is_file()
+    # The training set: train plus speed-perturbed copies (0.9, 1.1) of the real speaker's
+    # utterances, with features of the same front-end and its own CMVN.
+    train = _utts(data / "train")
+    real = [u for u, spk in train.items() if spk == "ast_allison"]
+    assert real, "the miniature corpus has no real recording to perturb"
+    copies = {f"sp{f}-{u}" for f in ("0.9", "1.1") for u in real}
+    assert set(_utts(data / "train_sp")) == set(train) | copies
+    feats = (data / "train_sp" / "feats.scp").read_text()
+    assert len(feats.splitlines()) == len(train) + len(copies)
+    assert (data / "train_sp" / "conf" / "fbank.yaml").read_bytes() == (
+        data / "train" / "conf" / "fbank.yaml").read_bytes()
+    assert (data / "train_sp" / "global_cmvn").is_file()
+    assert f"{len(train) + len(copies)} train / " in (exp / ENCODERS[0] / "train.log").read_text()
     assert (data / "lang_bpe40" / "tokenizer.pt").is_file()
     # The LM's words are the training transcripts' words: no held-out word reaches it.
     lm_words = _arpa_unigrams(data / "lm" / "3gram.arpa")
@@ -96,6 +108,11 @@ def test_every_output_file(recipe):
     assert (data / "graph_lang_bpe40" / "TLG.fst").is_file()
     # No temporary files are left behind.
     assert not [p for p in exp.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _utts(data_dir: Path) -> dict[str, str]:
+    """utt2spk of a data dir."""
+    return dict(line.split() for line in (data_dir / "utt2spk").read_text().splitlines())
 
 
 def _arpa_unigrams(path: Path) -> set[str]:
@@ -208,7 +225,9 @@ def test_rerun_keeps_finished_work(recipe):
     files += [exp / enc / f"decode_{t}" / "text" for enc in ENCODERS for t in TESTS]
     before = {p: p.stat().st_mtime_ns for p in files}
     r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "4")
-    assert "nothing to train" in r.stderr
+    # Each training logs to its stage3.log (they run two at a time).
+    for enc in ENCODERS:
+        assert "nothing to train" in (exp / enc / "stage3.log").read_text(), enc
     assert "is up to date" in r.stdout
     assert {p: p.stat().st_mtime_ns for p in files} == before
 
@@ -256,6 +275,48 @@ def test_hybrid_stages(recipe):
     assert "# telephony_mini: the HMM-hybrid head" in stdout
 
 
+def test_hybrid_stages_on_gmm_alignments(recipe):
+    """Stages 8-9 with --aligner gmm: a monophone GMM-HMM aligns every split, the hybrid
+    models learn its pdfs, an HLG graph decodes them (tuned on dev), sclite agrees."""
+    from blspeech.io.kaldi import read_int_vectors
+
+    data, exp, _ = recipe
+    r = run_recipe(data, exp, "--stage", "8", "--stop-stage", "9", "--aligner", "gmm")
+    gmm = exp / "gmm"
+    num_pdfs = int((gmm / "num_pdfs").read_text())
+    for split, scp in (("train", gmm / "pdf.scp"), ("dev", gmm / "ali_dev" / "pdf.scp"),
+                       *((t, gmm / f"ali_{t}" / "pdf.scp") for t in TESTS)):
+        frames = dict(line.split() for line in
+                      (data / split / "utt2num_frames").read_text().splitlines())
+        pdfs = dict(read_int_vectors(f"scp:{scp}"))
+        assert pdfs and all(len(p) == int(frames[u]) for u, p in pdfs.items()), split
+        assert all(p.max() < num_pdfs for p in pdfs.values())
+    assert (gmm / "graph" / "HLG.fst").is_file()
+    rows = {r_["encoder"]: r_ for r_ in
+            json.loads((exp / "results_hybrid_gmm.json").read_text())}
+    assert sorted(rows) == sorted(HYBRID)
+    for enc in HYBRID:
+        d = exp / f"hybrid_gmm_{enc}"
+        config = load_checkpoint(d / "final.pt")["model_config"]
+        assert config["topology"] is None and config["num_pdfs"] == num_pdfs
+        summary = json.loads((d / "hybrid_summary.json").read_text())
+        assert len(summary["tuning"]) == 6
+        assert summary["dev_wer"] == min(t["dev_wer"] for t in summary["tuning"])
+        for t in TESTS:
+            dec = d / f"decode_{t}"
+            assert rows[enc]["wer"][t] == pytest.approx(
+                json.loads((dec / "wer.json").read_text())["wer"], abs=0.01)
+            assert json.loads((dec / "sclite.json").read_text())["agree"] is True
+            ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
+            assert ids == [line.split()[0] for line in
+                           (data / t / "text").read_text().splitlines()]
+        assert rows[enc]["ctc_wer_wfst"]["test_real"] == pytest.approx(json.loads(
+            (exp / enc / "decode_wfst_test_real" / "wer.json").read_text())["wer"], abs=0.01)
+    md = (exp / "RESULTS_hybrid_gmm.md").read_text()
+    assert "monophone GMM-HMM" in md and all(f"| {enc} |" in md for enc in HYBRID)
+    assert "# telephony_mini: the HMM-hybrid head" in r.stdout
+
+
 def test_trained_model_decodes_another_data_dir(recipe, tmp_path):
     data, exp, _ = recipe
     out = tmp_path / "decode_dev"
@@ -296,8 +357,8 @@ def test_stage_without_its_inputs_names_the_stage_to_run(tmp_path):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         return r.stderr
 
-    assert f"stage 3 needs {data}/train/feats.scp; run --stage 1 first" in run("3")
-    for split in ("train", "dev"):
+    assert f"stage 3 needs {data}/train_sp/feats.scp; run --stage 1 first" in run("3")
+    for split in ("train_sp", "dev"):
         (data / split).mkdir(parents=True)
         (data / split / "feats.scp").touch()
     assert f"stage 3 needs {data}/lang_bpe128/tokenizer.pt; run --stage 2 first" in run("3")

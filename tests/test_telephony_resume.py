@@ -25,30 +25,31 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_killed_run_resumes(corpus, tmp_path):
-    """Kill the recipe while it trains the second encoder; the re-run finishes it without
-    redoing the first encoder, and every output is complete (with two seeds each: the
-    report gives their spread)."""
+    """Kill the recipe while it trains the second seed (two trainings at a time: the two
+    encoders with seed 0, then with seed 1); the re-run finishes it without redoing the
+    first seed, and every output is complete (the report gives the seeds' spread)."""
     data = corpus
     exp = tmp_path / "exp"
     enc = ENCODERS[:2]
     cmd = _cmd(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders", " ".join(enc),
-               "--epochs", "2", "--seeds", "2")
+               "--epochs", "2", "--seeds", "2", "--train-jobs", "2")
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    first = exp / enc[0] / "final.pt"
-    second_started = exp / enc[1] / "config.yaml"
+    firsts = [exp / e / "final.pt" for e in enc]
+    second_started = exp / f"{enc[1]}_seed1" / "config.yaml"
     deadline = time.time() + 300
     while not second_started.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    assert second_started.exists(), "the recipe never reached the second encoder"
+    assert second_started.exists(), "the recipe never reached the second seed"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert first.is_file() and not (exp / enc[1] / "final.pt").exists()
-    first_mtime = first.stat().st_mtime_ns
+    assert all(f.is_file() for f in firsts)
+    assert not (exp / f"{enc[1]}_seed1" / "final.pt").exists()
+    first_mtimes = [f.stat().st_mtime_ns for f in firsts]
     r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders",
                    " ".join(enc), "--epochs", "2", "--baseline", enc[0], "--candidate", enc[1],
                    "--seeds", "2")
-    assert first.stat().st_mtime_ns == first_mtime
+    assert [f.stat().st_mtime_ns for f in firsts] == first_mtimes
     rows = json.loads((exp / "results.json").read_text())
     assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 2 for r_ in rows)
     metrics = [json.loads(line) for line in

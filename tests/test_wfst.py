@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_data_dir
+from tiny_ctc import train_tiny_ctc
 
 from blspeech.cli import main
-from blspeech.data.speech import SpeechDataset, collate
 from blspeech.decoding.ctc import hypothesis_ctm
 from blspeech.decoding.wfst import WfstDecoder, make_graph
 from blspeech.decoding.wfst.graph import (
@@ -32,13 +31,9 @@ from blspeech.decoding.wfst.graph import (
     spell_words,
 )
 from blspeech.errors import UserError
-from blspeech.frontend.features import LogMel
 from blspeech.inference.decode import decode_data_dir
-from blspeech.io.kaldi import cmvn_stats
-from blspeech.models import build_model
-from blspeech.models.asr import CTCModel
 from blspeech.text.ngram import train_ngram, write_arpa
-from blspeech.text.tokenizers import BPETokenizer, CharTokenizer, TextNormalizer
+from blspeech.text.tokenizers import BPETokenizer, CharTokenizer
 
 kaldifst = pytest.importorskip("kaldifst")
 pytest.importorskip("kaldilm")
@@ -253,54 +248,11 @@ def test_graph_of_other_tokens_is_refused(tmp_path):
 
 # --- a trained model, through the CLI -----------------------------------------------------
 
-FRONTEND = LogMel(sample_rate=8000, num_mel_bins=40).config()
-
-
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny QuartzNet overfitted on three synthesized utterances (character tokens)."""
-    root = tmp_path_factory.mktemp("wfst_model")
-    data = make_data_dir(root, n_utts=3, sample_rate=8000, n_speakers=2)
-    norm = TextNormalizer(case="lower")
-    ds = SpeechDataset(data, source="audio", frontend=FRONTEND)
-    texts = [norm(t) for t in ds.texts]
-    tok = CharTokenizer.train(texts)
-    items = [ds[i] for i in range(len(ds))]
-    stats = cmvn_stats(it["feats"].numpy() for it in items)
-    batch = collate(items)
-    mean = torch.from_numpy(stats[0, :-1] / stats[0, -1]).float()
-    std = torch.from_numpy(np.sqrt(stats[1, :-1] / stats[0, -1] - mean.double().numpy() ** 2)
-                           ).float()
-    valid = torch.arange(batch["feats"].shape[1])[None] < batch["lengths"][:, None]
-    feats = (batch["feats"] - mean) / std * valid[..., None]
-    targets = [torch.tensor(tok.encode(norm(t))) for t in batch["texts"]]
-    target_lengths = torch.tensor([len(t) for t in targets])
-    padded = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True)
-    torch.manual_seed(0)
-    model = CTCModel(build_model("quartznet_tiny", dropout=0.0), tok.vocab_size)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny convolutions: a second thread only spin-waits
-    try:
-        for _ in range(150):
-            log_probs, out_lengths = model(feats, batch["lengths"])
-            loss = model.loss(log_probs, out_lengths, padded, target_lengths)
-            opt.zero_grad()
-            (loss / target_lengths.sum()).backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-    ckpt = root / "model.pt"
-    torch.save({"model": model.state_dict(), "model_config": model.config,
-                "tokenizer": tok.to_dict(), "normalizer": norm.to_dict(),
-                "frontend": FRONTEND,
-                "cmvn": {"mode": "global", "stats": torch.from_numpy(stats),
-                         "norm_vars": True},
-                "data_source": "audio", "optimizer": None}, ckpt)
-    lm = root / "lm.arpa"
-    write_arpa(train_ngram(texts, order=3), lm)
-    return {"root": root, "data": data, "ckpt": ckpt, "lm": lm, "texts": texts}
+    t = train_tiny_ctc(tmp_path_factory.mktemp("wfst_model"))
+    return {**t, "texts": list(t["texts"].values())}
 
 
 def test_mkgraph_and_decode_wfst_cli_on_a_trained_model(tiny_model, capsys):

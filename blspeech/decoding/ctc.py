@@ -38,6 +38,9 @@ class Hypothesis:
     frames: list[int] = field(default_factory=list)  # emission frame of each token
     score: float = 0.0  # log-probability (of the best path for greedy, of the prefix for beam)
     words: list[str] | None = None  # lexicon words (LM search); None: spell from the tokens
+    #: each word's (first frame, end frame) where the search knows them without tokens
+    #: (WFST search over an HMM's pdfs)
+    spans: list[tuple[int, int]] | None = None
 
 
 def greedy(log_probs: torch.Tensor, blank: int = 0) -> Hypothesis:
@@ -188,7 +191,11 @@ def hypothesis_words(hyp: Hypothesis, tokenizer: Any) -> list[str]:
 
 def hypothesis_ctm(utt: str, hyp: Hypothesis, tokenizer: Any, frame_seconds: float
                    ) -> list[str]:
-    """CTM lines of one hypothesis; word times come from its tokens' emission frames."""
+    """CTM lines of one hypothesis; word times come from its tokens' emission frames (or
+    from its word ``spans``)."""
+    if hyp.spans is not None and hyp.words is not None:
+        return format_ctm(utt, [(w, start * frame_seconds, (end - start) * frame_seconds)
+                                for w, (start, end) in zip(hyp.words, hyp.spans, strict=True)])
     tokens = tokenizer.tokens
     words = word_times([tokens[t] for t in hyp.tokens], hyp.frames, frame_seconds)
     if hyp.words is not None and len(hyp.words) == len(words):

@@ -42,7 +42,7 @@ import re
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import torch
@@ -123,6 +123,19 @@ def read_lexicon(path: str | os.PathLike) -> dict[str, list[list[str]]]:
     return lexicon
 
 
+def check_spellings(spelled: int, total: int, skipped: Sequence[str], source: str) -> None:
+    """The lexicon's one rule for words the tokens cannot spell: left out with a warning
+    naming them, and a UserError when none is left (LM search and WFST graph alike)."""
+    if not spelled:
+        raise UserError(f"none of the {total} words of {source} can be spelled with the "
+                        "model's tokens; was the LM trained on text normalized like the "
+                        "model's transcripts ('blspeech train-lm --tokenizer-dir')?")
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+        warnings.warn(f"{len(skipped)} of {total} words of {source} cannot be spelled with "
+                      f"the model's tokens and are left out: {shown}", stacklevel=3)
+
+
 def build_spellings(tokenizer: Any, lexicon: dict[str, list[list[str]]]
                     ) -> tuple[dict[str, list[list[str]]], bool, list[str]]:
     """Flashlight spellings for every word, whether ``▁`` ends words, and skipped words.
@@ -197,15 +210,7 @@ class LexiconLMDecoder:
             entries = {w: [] for w in vocab}
             source = f"the unigrams of {lm}"
         spellings, self.marker_mode, skipped = build_spellings(tokenizer, entries)
-        if not spellings:
-            raise UserError(f"none of the {len(entries)} words of {source} can be spelled with "
-                            "the model's tokens; was the LM trained on text normalized like "
-                            "the model's transcripts ('blspeech train-lm --tokenizer-dir')?")
-        if skipped:
-            shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-            warnings.warn(f"{len(skipped)} of {len(entries)} words of {source} cannot be "
-                          f"spelled with the model's tokens and are left out: {shown}",
-                          stacklevel=2)
+        check_spellings(len(spellings), len(entries), skipped, source)
         self.words = sorted(spellings)
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.vocab_size
@@ -294,4 +299,5 @@ class LexiconLMDecoder:
         return [self.decode(lp[i, : int(n)]) for i, n in enumerate(lengths.tolist())]
 
 
-__all__ = ["LexiconLMDecoder", "build_spellings", "read_arpa_vocabulary", "read_lexicon"]
+__all__ = ["LexiconLMDecoder", "build_spellings", "check_spellings", "read_arpa_vocabulary",
+           "read_lexicon"]

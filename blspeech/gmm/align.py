@@ -36,8 +36,9 @@ def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
               ) -> dict[str, Any]:
     """Train a monophone GMM-HMM on ``data_dir`` and write its alignments to ``exp_dir``
     (``ali.*``, ``pdf.*``, ``num_pdfs``, ``skipped.txt``; ``lang/`` with lexicon.txt,
-    phones.txt, words.txt; ``topo``; ``info.json``); each of ``align_dirs`` is aligned with
-    the final model into ``exp_dir/ali_<its name>``; ``nj`` processes align.
+    phones.txt, words.txt and hmm.txt (each phone's pdfs); ``topo``; ``info.json``); each
+    of ``align_dirs`` is aligned with the final model into ``exp_dir/ali_<its name>``;
+    ``nj`` processes align.
     ``progress(total, pass)`` returns a callback taking a count of utterances done.
     Returns the summary written to info.json.
     """
@@ -72,6 +73,11 @@ def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
 
     with open(os.path.join(exp, "topo"), "w", encoding="utf-8") as f:
         f.write(topology_text(len(phones), silence=(1,)))
+    # Each phone's pdfs, state by state: the H of a decoding graph ('blspeech mkgraph').
+    with open(os.path.join(exp, "lang", "hmm.txt"), "w", encoding="utf-8") as f:
+        hmms = result.model.hmms
+        f.writelines(f"{phone} {' '.join(map(str, hmms[i].pdfs))}\n"
+                     for i, phone in enumerate(phones, 1))
     info: dict[str, Any] = {
         "data_dir": os.fspath(data_dir), "phones": len(phones),
         "num_pdfs": result.model.num_pdfs, "gaussians": int(result.model.am.num_gauss),

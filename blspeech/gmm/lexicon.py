@@ -17,8 +17,10 @@ Fallback for a word CMUdict lacks (``oov``):
   by their names (``5`` -> ``F AY V``): right for spelled codes, wrong for names.
 * ``"none"``: the word has no pronunciation; utterances with it are skipped and listed.
 
-A word with characters other than letters, digits and apostrophes (``<unk>``,
-``[noise]``) never gets a fallback pronunciation.
+A partial word with a hyphen at either end (Switchboard's fragments ``th-``, ``-at``) is
+pronounced as its stem, the part that was said (CMUdict, then the fallback). A word
+with characters other than letters, digits and apostrophes (``<unk>``, ``[noise]``)
+never gets a fallback pronunciation.
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ ESPEAK_TO_ARPABET: dict[str, tuple[str, ...]] = {
 }
 _DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _SPELLABLE = re.compile(r"^[a-z0-9']+$")
+_FRAGMENT = re.compile(r"^-?([a-z0-9']+)-?$")
+
+
+def _stem(word: str) -> str:
+    """The letters of a partial word (Switchboard's ``th-``, ``-at``): a fragment is
+    pronounced as its stem (the part said); any other word is itself."""
+    m = _FRAGMENT.match(word)
+    return m.group(1) if m and "-" in word else word
 OOV_MODES = ("espeak", "spell", "none")
 
 Lexicon = dict[str, list[tuple[str, ...]]]
@@ -141,16 +151,16 @@ def build_lexicon(words: Iterable[str], *, oov: str = "espeak",
     for w in sorted(set(words)):
         if lexicon is not None and w in lexicon:
             lex[w], source[w] = list(dict.fromkeys(lexicon[w])), "lexicon"
-        elif w in cmu:
-            lex[w], source[w] = list(dict.fromkeys(_strip(p) for p in cmu[w])), "cmudict"
+        elif _stem(w) in cmu:
+            lex[w], source[w] = list(dict.fromkeys(_strip(p) for p in cmu[_stem(w)])), "cmudict"
         else:
             rest.append(w)
-    spellable = [w for w in rest if _SPELLABLE.match(w)] if oov != "none" else []
-    spoken = _espeak(spellable) if oov == "espeak" else {}
+    spellable = [w for w in rest if _SPELLABLE.match(_stem(w))] if oov != "none" else []
+    spoken = _espeak(sorted({_stem(w) for w in spellable})) if oov == "espeak" else {}
     for w in spellable:
-        if w in spoken:
-            lex[w], source[w] = [spoken[w]], "espeak"
-        elif (pron := _spell(w, cmu)) is not None:
+        if _stem(w) in spoken:
+            lex[w], source[w] = [spoken[_stem(w)]], "espeak"
+        elif (pron := _spell(_stem(w), cmu)) is not None:
             lex[w], source[w] = [pron], "spell"
     missing = sorted(w for w in rest if w not in lex)
     return lex, source, missing

@@ -91,17 +91,19 @@ def viterbi_searcher(model: torch.nn.Module, insertion_penalty: float, prior_sca
 
 def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
     """The method to use for this model (default: greedy for CTC, viterbi for hybrid)."""
-    if bundle.is_hybrid and bundle.model.topology != "token":
-        raise UserError(f"{bundle.path} is a hybrid model over a Kaldi tree's pdfs: decode it "
-                        "with Kaldi, e.g. 'blspeech forward MODEL DATA ark:- | "
-                        "latgen-faster-mapped ... HCLG.fst ark:- ark:lat.ark'")
     if method is None:
-        return "viterbi" if bundle.is_hybrid else "greedy"
+        method = "viterbi" if bundle.is_hybrid else "greedy"
     if method not in METHODS:
         raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if bundle.is_hybrid != (method == "viterbi"):
+    if method == "viterbi" and bundle.is_hybrid and bundle.model.topology != "token":
+        raise UserError(f"{bundle.path} is a hybrid model over an HMM's pdfs (a GMM system's "
+                        "or a Kaldi tree's): decode it with --method wfst and a graph of its "
+                        "lexicon ('blspeech mkgraph EXP/lang ARPA GRAPH'), or decode it with "
+                        "Kaldi, e.g. 'blspeech forward MODEL DATA ark:- | "
+                        "latgen-faster-mapped ... HCLG.fst ark:- ark:lat.ark'")
+    if bundle.is_hybrid != (method == "viterbi") and method != "wfst":
         kind = "a hybrid" if bundle.is_hybrid else "a CTC"
-        fits = "viterbi" if bundle.is_hybrid else "greedy, beam, lm or wfst"
+        fits = "viterbi or wfst" if bundle.is_hybrid else "greedy, beam, lm or wfst"
         raise UserError(f"{bundle.path} is {kind} model: method {method!r} does not apply; "
                         f"use {fits}")
     return method
@@ -114,7 +116,18 @@ def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: 
     if method == "wfst":
         from blspeech.decoding.wfst import WfstDecoder
 
-        return WfstDecoder(tokenizer=bundle.tokenizer, beam=beam, **(wfst or {})).decode_batch
+        if not bundle.is_hybrid:
+            return WfstDecoder(tokenizer=bundle.tokenizer, beam=beam, **(wfst or {})
+                               ).decode_batch
+        # A hybrid model's graph reads its pdfs' scaled log-likelihoods.
+        opts = dict(wfst or {})
+        prior_scale = opts.pop("prior_scale", 1.0)
+        decoder = WfstDecoder(beam=beam, num_pdfs=bundle.model.num_pdfs, **opts)
+
+        def hybrid_search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
+            return decoder.decode_batch(
+                bundle.model.to_log_likelihoods(log_probs.cpu(), prior_scale), lengths)
+        return hybrid_search
     if method == "greedy":
         return greedy_batch
     if method == "beam":
@@ -204,7 +217,9 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
               else _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight,
                              word_score, {"graph_dir": graph, "acoustic_scale": acoustic_scale,
                                           "word_penalty": word_penalty,
-                                          "max_active": max_active}))
+                                          "max_active": max_active,
+                                          **({"prior_scale": prior_scale}
+                                             if bundle.is_hybrid else {})}))
     ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
     hyps: dict[str, Hypothesis] = {}
     with _torch_threads(threads):
@@ -229,8 +244,8 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
             "decode_seconds": round(decode_seconds, 3),
             "audio_seconds": round(audio_seconds, 3),
             "beam": beam if method in DEFAULT_BEAM else None,
-            **({"insertion_penalty": insertion_penalty, "prior_scale": prior_scale}
-               if method == "viterbi" else {}),
+            **({"insertion_penalty": insertion_penalty} if method == "viterbi" else {}),
+            **({"prior_scale": prior_scale} if bundle.is_hybrid else {}),
             **({"graph": os.fspath(graph), "acoustic_scale": acoustic_scale,
                 "word_penalty": word_penalty, "max_active": max_active,
                 "no_final_state": no_final} if method == "wfst" else {}),
@@ -262,6 +277,10 @@ def _write_results(bundle: AcousticModelBundle, ds: Any, hyps: Mapping[str, Hypo
     from blspeech.scoring.wer import score
 
     norm = bundle.normalizer
+    if norm is None:  # a hybrid model trained without a tokenizer: score the text as it is
+        from blspeech.text.tokenizers import TextNormalizer
+
+        norm = TextNormalizer()
     refs = {utt: norm(text) for utt, text in zip(ds.utts, ds.texts, strict=True)}
     utt2spk = (dict(zip(ds.utts, ds.speakers, strict=True))
                if os.path.isfile(os.path.join(data_dir, "utt2spk")) else None)

@@ -29,14 +29,23 @@
 #      callhm separately (EXP/<encoder>/decode_eval2000/score_hub5/), NIST sclite
 #      (csrfilt.sh + sclite) as a cross-check where installed; train_dev against its text
 #   7  report: EXP/RESULTS.md (our numbers beside the published reference) + results.json
-#   8  hybrid training (needs KALDI_ROOT and --gmm-ali-dir, e.g. exp/tri4_ali_nodup of
-#      Kaldi's s5c): the GMM system's alignments (ali-to-pdf) as frame targets of each
-#      encoder of --hybrid-encoders with --hybrid-config (EXP/hybrid_<encoder>/)
-#   9  hybrid decoding (needs KALDI_ROOT and --gmm-graph-dir, e.g. exp/tri4/graph_sw1_tg):
-#      blspeech forward | latgen-faster-mapped, best path to a CTM, scored as in stage 6
+#   8  hybrid training: a GMM system's alignments as frame targets of each encoder of
+#      --hybrid-encoders with --hybrid-config (EXP/hybrid_<encoder>/). With KALDI_ROOT
+#      set: a Kaldi system's (--gmm-ali-dir, e.g. exp/tri4_ali_nodup of Kaldi's s5c;
+#      ali-to-pdf). Without Kaldi: a monophone GMM-HMM from the kaldi-hmm-gmm wheel
+#      ('blspeech align-gmm', the gmm extra) trained on --gmm-utts utterances of train
+#      and aligning train and train_dev (EXP/gmm/); much slower and weaker than Kaldi's
+#      tri4 with fMLLR: monophones (the wheel cannot tie triphone states), no speaker
+#      adaptation, a numpy Viterbi
+#   9  hybrid decoding of eval2000, scored as in stage 6. With KALDI_ROOT set:
+#      blspeech forward | latgen-faster-mapped on --gmm-graph-dir (e.g.
+#      exp/tri4/graph_sw1_tg), best path to a CTM. Without Kaldi: a word 3-gram LM of the
+#      training transcripts (DATA/lm/3gram.arpa), an HLG graph of the GMM's HMMs, its
+#      lexicon and that LM (EXP/gmm/graph_3gram, kaldifst), 'blspeech decode --method
+#      wfst' with --acoustic-scale and --prior-scale
 #
 # Options (default in brackets):
-#   --stage N / --stop-stage N   first / last stage [0 / 7; 8-9 need Kaldi]
+#   --stage N / --stop-stage N   first / last stage [0 / 7; 8-9 on request]
 #   --device DEV          cpu or cuda for training and decoding [cuda]
 #   --nj N                parallel jobs for features [8]
 #   --encoders "A B"      encoders with the CTC head [resnet_am_swbd bl_resnet_am_swbd]
@@ -54,7 +63,11 @@
 #   --gmm-dev-ali-dir DIR  the same for train_dev (steps/align_fmllr.sh data/train_dev ...)
 #                         [--gmm-ali-dir, when it covers train_dev too]
 #   --gmm-graph-dir DIR   Kaldi decoding graph dir (HCLG.fst, words.txt) for stage 9 []
-#   --acoustic-scale S    latgen-faster-mapped's acoustic scale in stage 9 [0.1]
+#   --acoustic-scale S    acoustic scale of the stage 9 search [0.1]
+#   --prior-scale S       without Kaldi: weight of the log priors subtracted from the
+#                         log posteriors in stage 9 [1.0]
+#   --gmm-utts N          without Kaldi: utterances of train the GMM-HMM trains on (as
+#                         s5c's monophones use 10k); 0: all [10000]
 #
 # Kaldi's alignments are per 10 ms frame, so conf/hybrid.yaml sets time_subsampling 1 for
 # the hybrid encoders; the features must have the same frame count as the GMM system's
@@ -86,6 +99,8 @@ gmm_ali_dir=
 gmm_dev_ali_dir=
 gmm_graph_dir=
 acoustic_scale=0.1
+prior_scale=1.0
+gmm_utts=10000
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$recipe_dir/../utils/parse_options.sh"
@@ -240,21 +255,58 @@ if (( stage <= 7 && 7 <= stop_stage )); then
     --hybrid-encoders "${hybrid_list[*]}"
 fi
 
+# Without Kaldi, stages 8-9 use the wheels: GMM-HMM alignments and an HLG graph.
+gmm=$exp_dir/gmm
+if [[ -n $gmm_utts && $gmm_utts != 0 ]]; then gmm_train_ali=$gmm/ali_train/pdf.scp
+else gmm_train_ali=$gmm/pdf.scp; fi
+lm=$data_dir/lm/3gram.arpa
+# The hybrid head trains on train itself (a GMM aligned it, not its perturbed copies):
+# its features and CMVN, unless stage 2 made them already.
+hybrid_train_feats() {
+  blspeech compute-feats "$data_dir/train" --nj "$nj" --sample-rate 8000 --num-mel-bins 40 \
+    --no-progress > /dev/null
+  blspeech compute-cmvn "$data_dir/train" > /dev/null
+}
+
 if (( stage <= 8 && 8 <= stop_stage )); then
-  ali_to_pdf=$(kaldi_bin ali-to-pdf)
-  tree_info=$(kaldi_bin tree-info)
-  [[ -n $gmm_ali_dir ]] || die "stage 8 needs --gmm-ali-dir: a Kaldi alignment dir of \
+  if [[ -z ${KALDI_ROOT:-} ]]; then
+    stage_needs 8 2 "$data_dir/train_dev/feats.scp"
+    if [[ -f $gmm/info.json ]]; then
+      echo "stage 8: $gmm is up to date"
+    else
+      gmm_data=$data_dir/train
+      align_dirs=(--align-dir "$data_dir/train_dev")
+      if [[ $gmm_train_ali != "$gmm/pdf.scp" ]]; then
+        gmm_data=$data_dir/train_gmm$gmm_utts
+        blspeech subset-data-dir "$data_dir/train" "$gmm_data" --random "$gmm_utts" \
+          > /dev/null
+        align_dirs+=(--align-dir "$data_dir/train")
+      fi
+      echo "stage 8: no KALDI_ROOT: monophone GMM-HMM of $gmm_data from the \
+kaldi-hmm-gmm wheel, aligning train and train_dev (in $gmm)"
+      blspeech align-gmm "$gmm_data" "$gmm" "${align_dirs[@]}" --nj "$nj" --no-progress \
+        > /dev/null
+    fi
+    num_pdfs=$(cat "$gmm/num_pdfs")
+    ali="scp:$gmm_train_ali"
+    dev_ali="scp:$gmm/ali_train_dev/pdf.scp"
+  else
+    ali_to_pdf=$(kaldi_bin ali-to-pdf)
+    tree_info=$(kaldi_bin tree-info)
+    [[ -n $gmm_ali_dir ]] || die "stage 8 needs --gmm-ali-dir: a Kaldi alignment dir of \
 $data_dir/train (ali.*.gz, final.mdl, tree), e.g. exp/tri4_ali_nodup of egs/swbd/s5c"
-  for f in final.mdl tree; do
-    [[ -f $gmm_ali_dir/$f ]] || die "$gmm_ali_dir/$f not found: not a Kaldi alignment dir"
-  done
-  compgen -G "$gmm_ali_dir/ali.*.gz" > /dev/null \
-    || die "no $gmm_ali_dir/ali.*.gz: not a Kaldi alignment dir"
-  num_pdfs=$("$tree_info" "$gmm_ali_dir/tree" | awk '$1 == "num-pdfs" {print $2}')
-  # The GMM system aligned the unperturbed data (no speed perturbation here).
-  ali="ark:gunzip -c $gmm_ali_dir/ali.*.gz | $ali_to_pdf $gmm_ali_dir/final.mdl ark:- ark:- |"
-  dev_ali="ark:gunzip -c $gmm_dev_ali_dir/ali.*.gz | $ali_to_pdf \
+    for f in final.mdl tree; do
+      [[ -f $gmm_ali_dir/$f ]] || die "$gmm_ali_dir/$f not found: not a Kaldi alignment dir"
+    done
+    compgen -G "$gmm_ali_dir/ali.*.gz" > /dev/null \
+      || die "no $gmm_ali_dir/ali.*.gz: not a Kaldi alignment dir"
+    num_pdfs=$("$tree_info" "$gmm_ali_dir/tree" | awk '$1 == "num-pdfs" {print $2}')
+    # The GMM system aligned the unperturbed data (no speed perturbation here).
+    ali="ark:gunzip -c $gmm_ali_dir/ali.*.gz | $ali_to_pdf $gmm_ali_dir/final.mdl ark:- ark:- |"
+    dev_ali="ark:gunzip -c $gmm_dev_ali_dir/ali.*.gz | $ali_to_pdf \
 $gmm_dev_ali_dir/final.mdl ark:- ark:- |"
+  fi
+  hybrid_train_feats
   for enc in "${hybrid_list[@]}"; do
     hexp=$exp_dir/hybrid_$enc
     echo "stage 8: training $enc with the hybrid head ($num_pdfs pdfs) in $hexp"
@@ -269,7 +321,28 @@ $gmm_dev_ali_dir/final.mdl ark:- ark:- |"
   done
 fi
 
-if (( stage <= 9 && 9 <= stop_stage )); then
+if (( stage <= 9 && 9 <= stop_stage )) && [[ -z ${KALDI_ROOT:-} ]]; then
+  for enc in "${hybrid_list[@]}"; do stage_needs 9 8 "$exp_dir/hybrid_$enc/final.pt"; done
+  if [[ ! -f $lm ]]; then
+    echo "stage 9: word 3-gram LM of the training transcripts in $lm"
+    mkdir -p "$(dirname "$lm")"
+    blspeech train-lm "$data_dir/train" "$lm" --order 3 > /dev/null
+  fi
+  graph=$gmm/graph_3gram
+  if [[ ! -f $graph/HLG.fst || $graph/HLG.fst -ot $lm ]]; then
+    echo "stage 9: HLG graph of $gmm/lang and $lm in $graph"
+    blspeech mkgraph "$gmm/lang" "$lm" "$graph" > /dev/null
+  fi
+  for enc in "${hybrid_list[@]}"; do
+    hexp=$exp_dir/hybrid_$enc
+    out=$hexp/decode_eval2000
+    echo "stage 9: decoding eval2000 with $hexp/final.pt and $graph (WFST)"
+    blspeech decode "$hexp/final.pt" "$data_dir/eval2000" "$out" --method wfst \
+      --graph "$graph" --acoustic-scale "$acoustic_scale" --prior-scale "$prior_scale" \
+      --device "$device" --no-progress > /dev/null
+    "$PYTHON" local/score_eval2000.py "$data_dir/eval2000" "$out"
+  done
+elif (( stage <= 9 && 9 <= stop_stage )); then
   latgen=$(kaldi_bin latgen-faster-mapped)
   lattice_1best=$(kaldi_bin lattice-1best)
   nbest_to_ctm=$(kaldi_bin nbest-to-ctm)

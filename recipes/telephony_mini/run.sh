@@ -39,11 +39,16 @@
 #   8  HMM-hybrid head: CTC forced alignment of every split with EXP/<aligner>/final.pt
 #      turned into token-topology frame targets (EXP/<aligner>/ali_<split>/pdf.scp), then
 #      each encoder of --hybrid-encoders trained on them with --hybrid-config
-#      (EXP/hybrid_<encoder>/, final.pt by dev loss)
+#      (EXP/hybrid_<encoder>/, final.pt by dev loss). With --aligner gmm: a monophone
+#      GMM-HMM ('blspeech align-gmm', EXP/gmm/) aligns every split and its pdfs are the
+#      targets (EXP/hybrid_gmm_<encoder>/, conf/hybrid_gmm.yaml)
 #   9  hybrid decoding: prior scale and token insertion penalty tuned on dev, Viterbi
 #      decoding of the test sets, NIST sclite, frame accuracy against the aligner's
 #      targets (EXP/hybrid_<encoder>/hybrid_summary.json, final.bundle with the tuned
-#      search settings); EXP/RESULTS_hybrid.md
+#      search settings); EXP/RESULTS_hybrid.md. With --aligner gmm: an HLG graph of the
+#      GMM's HMMs, its lexicon and the 3-gram LM (EXP/gmm/graph), prior and acoustic
+#      scale tuned on dev, WFST decoding (local/hybrid_gmm_decode.py);
+#      EXP/RESULTS_hybrid_gmm.md
 #
 # Every stage can be re-run and an interrupted run resumes: the corpus, feature and
 # decoding stages keep finished work, training continues from EXP/<encoder>/last.pt, and
@@ -76,9 +81,10 @@
 #                         conf/ctc_<encoder>.yaml [conf/ctc.yaml]
 #   --hybrid-encoders "A B ..."  encoders trained with the hybrid head in stage 8
 #                         [resnet_am_mini bl_resnet_am_mini]
-#   --aligner NAME        CTC model whose forced alignments give the hybrid targets
-#                         [the --baseline]
-#   --hybrid-config YAML  hybrid training recipe [conf/hybrid.yaml]
+#   --aligner NAME        CTC model whose forced alignments give the hybrid targets, or
+#                         gmm: a monophone GMM-HMM's alignments [the --baseline]
+#   --hybrid-config YAML  hybrid training recipe [conf/hybrid.yaml; with --aligner gmm
+#                         conf/hybrid_gmm.yaml]
 #   --wfst true|false     WFST decoding in stage 4 (needs the 'wfst' extra) [true]
 #   --vocab-size N        BPE vocabulary incl. <blank> and <unk>; 0: characters [128]
 #   --epochs N            override the config's training.epochs; empty: the config's []
@@ -123,7 +129,7 @@ candidate=bl_resnet_am_mini
 config=conf/ctc.yaml
 hybrid_encoders="resnet_am_mini bl_resnet_am_mini"
 aligner=
-hybrid_config=conf/hybrid.yaml
+hybrid_config=
 vocab_size=128
 wfst=true
 epochs=
@@ -167,11 +173,10 @@ read -r -a extra_corpus <<< "$corpus_args"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, got '$seeds'"
 [[ $wfst == true || $wfst == false ]] || die "--wfst must be true or false, got '$wfst'"
 # A run is one training of an encoder with one seed: seed 0 in EXP/<encoder>, seed k in
-# EXP/<encoder>_seed<k>.
-runs=()
-for enc in "${encoder_list[@]}"; do
-  runs+=("$enc")
-  for (( k = 1; k < seeds; k++ )); do runs+=("${enc}_seed$k"); done
+# EXP/<encoder>_seed<k>. Seed by seed, so that the encoders train side by side.
+runs=("${encoder_list[@]}")
+for (( k = 1; k < seeds; k++ )); do
+  for enc in "${encoder_list[@]}"; do runs+=("${enc}_seed$k"); done
 done
 run_encoder() { echo "${1%_seed*}"; }
 run_seed() { [[ $1 == *_seed* ]] && echo "${1##*_seed}" || echo 0; }
@@ -190,6 +195,21 @@ else
   extra_corpus=(--num-train "$num_train" ${extra_corpus[@]+"${extra_corpus[@]}"})
 fi
 lm=$data_dir/lm/3gram.arpa
+# The hybrid targets: a CTC model's token topology, or a monophone GMM-HMM's pdfs.
+if [[ $aligner == gmm ]]; then
+  ali_root=$exp_dir/gmm
+  hybrid_prefix=hybrid_gmm_
+  hybrid_config=${hybrid_config:-conf/hybrid_gmm.yaml}
+else
+  ali_root=$exp_dir/$aligner
+  hybrid_prefix=hybrid_
+  hybrid_config=${hybrid_config:-conf/hybrid.yaml}
+fi
+# ali_scp SPLIT: the hybrid targets of a split (align-gmm puts train's at the top).
+ali_scp() {
+  if [[ $aligner == gmm && $1 == train ]]; then echo "$ali_root/pdf.scp"
+  else echo "$ali_root/ali_$1/pdf.scp"; fi
+}
 [[ -f $config ]] || die "--config $config does not exist"
 [[ -f $hybrid_config ]] || die "--hybrid-config $hybrid_config does not exist"
 if [[ $vocab_size == 0 ]]; then
@@ -250,6 +270,8 @@ if (( stage <= 1 && 1 <= stop_stage )); then
       "$(wc -l < "$data_dir/train/utt2spk")" > /dev/null
   fi
   blspeech compute-cmvn "$train_set" > /dev/null
+  # train alone is the hybrid head's training set (stage 8: its alignments have no copies).
+  blspeech compute-cmvn "$data_dir/train" > /dev/null
   for dir in "${feat_dirs[@]}" "$train_set"; do
     blspeech validate-data-dir "$dir" > /dev/null
   done
@@ -271,7 +293,7 @@ fi
 
 # One training of stage 3: the model, its final.pt (select_final.py) and final.bundle.
 train_run() {
-  local run=$1 enc conf
+  local run=${1#"$exp_dir"/} enc conf
   enc=$(run_encoder "$run")
   conf=$config
   [[ -f conf/ctc_$enc.yaml ]] && conf=conf/ctc_$enc.yaml
@@ -287,34 +309,42 @@ train_run() {
   blspeech make-bundle "$exp_dir/$run/final.pt" "$exp_dir/$run/final.bundle" > /dev/null
 }
 
-if (( stage <= 3 && 3 <= stop_stage )); then
-  stage_needs 3 1 "$train_set/feats.scp" "$data_dir/dev/feats.scp"
-  stage_needs 3 2 "$lang/tokenizer.pt"
-  # Up to --train-jobs trainings at a time, each logging to EXP/<run>/stage3.log; a
-  # failed one is reported with the end of its log once its batch has finished.
+# in_parallel STAGE FN WHAT DIR...: FN DIR for every DIR, --train-jobs at a time, each logging to
+# DIR/stageSTAGE.log; a failed one is reported with the end of its log once its batch is
+# done, and the script stops.
+in_parallel() {
+  local stage_n=$1 fn=$2 what=$3 i k dir
+  shift 3
+  local dirs=("$@") batch failed
   pids=()
   trap 'kill ${pids[@]+"${pids[@]}"} 2> /dev/null; exit 130' INT TERM
-  for (( i = 0; i < ${#runs[@]}; i += train_jobs )); do
-    batch=("${runs[@]:i:train_jobs}")
+  for (( i = 0; i < ${#dirs[@]}; i += train_jobs )); do
+    batch=("${dirs[@]:i:train_jobs}")
     pids=()
-    for run in "${batch[@]}"; do
-      mkdir -p "$exp_dir/$run"
-      echo "stage 3: training $run ($train_threads threads; log: $exp_dir/$run/stage3.log)"
-      train_run "$run" > "$exp_dir/$run/stage3.log" 2>&1 &
+    for dir in "${batch[@]}"; do
+      mkdir -p "$dir"
+      echo "stage $stage_n: $what in $dir ($train_threads threads; log: $dir/stage$stage_n.log)"
+      "$fn" "$dir" > "$dir/stage$stage_n.log" 2>&1 &
       pids+=($!)
     done
     failed=()
     for k in "${!pids[@]}"; do
       wait "${pids[k]}" || failed+=("${batch[k]}")
     done
-    for run in ${failed[@]+"${failed[@]}"}; do
-      echo "$0: training $run failed; the end of $exp_dir/$run/stage3.log:" >&2
-      tail -n 5 "$exp_dir/$run/stage3.log" >&2
+    for dir in ${failed[@]+"${failed[@]}"}; do
+      echo "$0: stage $stage_n failed in $dir; the end of $dir/stage$stage_n.log:" >&2
+      tail -n 5 "$dir/stage$stage_n.log" >&2
     done
     (( ${#failed[@]} == 0 )) || exit 1
   done
   pids=()
   trap - INT TERM
+}
+
+if (( stage <= 3 && 3 <= stop_stage )); then
+  stage_needs 3 1 "$train_set/feats.scp" "$data_dir/dev/feats.scp"
+  stage_needs 3 2 "$lang/tokenizer.pt"
+  in_parallel 3 train_run training "${runs[@]/#/$exp_dir/}"
 fi
 
 if (( stage <= 4 && 4 <= stop_stage )); then
@@ -390,52 +420,76 @@ if (( stage <= 7 && 7 <= stop_stage )); then
   "$PYTHON" local/make_report.py --data-dir "$data_dir" --exp-dir "$exp_dir" \
     --encoders "${encoder_list[*]}" --baseline "$baseline" --candidate "$candidate" \
     --test-sets "${test_sets[*]}" --device "$device" --seeds "$seeds" \
-    --decodings "${decodings[*]}"
+    --decodings "${decodings[*]}" \
+    --train-set "$train_set" --train-jobs "$train_jobs"
 fi
 
+# One hybrid training of stage 8 in DIR = EXP/<hybrid prefix><encoder>.
+hybrid_run() {
+  local hexp=$1 enc=${1##*/"$hybrid_prefix"}
+  echo "stage 8: training $enc with the hybrid head ($hybrid_config) in $hexp"
+  OMP_NUM_THREADS=$train_threads blspeech train --config "$hybrid_config" \
+    --set "model.name=$enc" ${hybrid_overrides[@]+"${hybrid_overrides[@]}"} \
+    ${train_overrides[@]+"${train_overrides[@]}"} \
+    --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
+    --train-ali "scp:$(ali_scp train)" --dev-ali "scp:$(ali_scp dev)" \
+    --exp-dir "$hexp" --device "$device" > "$hexp/.summary.json.tmp"
+  mv "$hexp/.summary.json.tmp" "$hexp/train_summary.json"
+  "$PYTHON" ../utils/select_final.py "$hexp" dev_loss
+}
+
 if (( stage <= 8 && 8 <= stop_stage )); then
-  [[ -f $exp_dir/$aligner/final.pt ]] \
-    || die "stage 8 aligns with $exp_dir/$aligner/final.pt, which does not exist: train \
-the --aligner ($aligner) in stage 3 first"
-  for split in "${splits[@]}"; do
-    ali=$exp_dir/$aligner/ali_$split
-    if [[ -f $ali/topology && $ali/topology -nt $exp_dir/$aligner/final.pt ]]; then
-      echo "stage 8: $ali is up to date"
-      continue
+  hybrid_overrides=()
+  if [[ $aligner == gmm ]]; then
+    stage_needs 8 1 "$data_dir/train/feats.scp"
+    if [[ -f $ali_root/info.json && $ali_root/info.json -nt $data_dir/train/feats.scp ]]; then
+      echo "stage 8: $ali_root is up to date"
+    else
+      echo "stage 8: monophone GMM-HMM trained on train, aligning every split (in $ali_root)"
+      align_dirs=()
+      for split in dev "${test_sets[@]}"; do align_dirs+=(--align-dir "$data_dir/$split"); done
+      blspeech align-gmm "$data_dir/train" "$ali_root" "${align_dirs[@]}" --nj "$nj" \
+        --no-progress > /dev/null
     fi
-    echo "stage 8: aligning $split with $aligner (token-topology targets in $ali)"
-    blspeech align "$exp_dir/$aligner/final.pt" "$data_dir/$split" "$ali" --hybrid-targets \
-      --device "$device" --no-progress > /dev/null
-  done
-  for enc in "${hybrid_list[@]}"; do
-    hexp=$exp_dir/hybrid_$enc
-    echo "stage 8: training $enc with the hybrid head in $hexp"
-    mkdir -p "$hexp"
-    blspeech train --config "$hybrid_config" --set "model.name=$enc" \
-      ${train_overrides[@]+"${train_overrides[@]}"} \
-      --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
-      --train-ali "scp:$exp_dir/$aligner/ali_train/pdf.scp" \
-      --dev-ali "scp:$exp_dir/$aligner/ali_dev/pdf.scp" \
-      --exp-dir "$hexp" --device "$device" > "$hexp/.summary.json.tmp"
-    mv "$hexp/.summary.json.tmp" "$hexp/train_summary.json"
-    "$PYTHON" ../utils/select_final.py "$hexp" dev_loss
-  done
+    hybrid_overrides=(--set "head.num_pdfs=$(cat "$ali_root/num_pdfs")")
+  else
+    [[ -f $ali_root/final.pt ]] \
+      || die "stage 8 aligns with $ali_root/final.pt, which does not exist: train \
+the --aligner ($aligner) in stage 3 first"
+    for split in "${splits[@]}"; do
+      ali=$ali_root/ali_$split
+      if [[ -f $ali/topology && $ali/topology -nt $ali_root/final.pt ]]; then
+        echo "stage 8: $ali is up to date"
+        continue
+      fi
+      echo "stage 8: aligning $split with $aligner (token-topology targets in $ali)"
+      blspeech align "$ali_root/final.pt" "$data_dir/$split" "$ali" --hybrid-targets \
+        --device "$device" --no-progress > /dev/null
+    done
+  fi
+  in_parallel 8 hybrid_run "hybrid training" "${hybrid_list[@]/#/$exp_dir/$hybrid_prefix}"
 fi
 
 if (( stage <= 9 && 9 <= stop_stage )); then
-  for enc in "${hybrid_list[@]}"; do stage_needs 9 8 "$exp_dir/hybrid_$enc/final.pt"; done
+  for enc in "${hybrid_list[@]}"; do stage_needs 9 8 "$exp_dir/$hybrid_prefix$enc/final.pt"; done
   for enc in "${hybrid_list[@]}"; do
-    hexp=$exp_dir/hybrid_$enc
+    hexp=$exp_dir/$hybrid_prefix$enc
     if [[ -f $hexp/hybrid_summary.json && $hexp/hybrid_summary.json -nt $hexp/final.pt ]]; then
       echo "stage 9: $hexp/hybrid_summary.json is up to date"
+    elif [[ $aligner == gmm ]]; then
+      echo "stage 9: HLG graph, tuning on dev, WFST decoding and frame accuracy of $hexp"
+      "$PYTHON" local/hybrid_gmm_decode.py --model "$hexp/final.pt" --data-dir "$data_dir" \
+        --gmm-dir "$ali_root" --lm "$lm" --test-sets "${test_sets[*]}" --device "$device"
     else
       echo "stage 9: tuning on dev, decoding and frame accuracy of $hexp/final.pt"
       "$PYTHON" local/hybrid_decode.py --model "$hexp/final.pt" --data-dir "$data_dir" \
-        --ali-dir "$exp_dir/$aligner" --test-sets "${test_sets[*]}" --device "$device"
+        --ali-dir "$ali_root" --test-sets "${test_sets[*]}" --device "$device"
     fi
     for t in "${test_sets[@]}"; do
       "$PYTHON" local/score_sclite.py "$data_dir/$t" "$hexp/decode_$t"
     done
+    # A bundle holds a token-loop search's settings; an HLG search needs its graph dir.
+    [[ $aligner == gmm ]] && continue
     read -r prior_scale penalty < <("$PYTHON" -c 'import json, sys
 d = json.load(open(sys.argv[1])); print(d["prior_scale"], d["insertion_penalty"])' \
       "$hexp/hybrid_summary.json")
@@ -444,5 +498,6 @@ d = json.load(open(sys.argv[1])); print(d["prior_scale"], d["insertion_penalty"]
   done
   echo "stage 9: report"
   "$PYTHON" local/hybrid_report.py --exp-dir "$exp_dir" --encoders "${hybrid_list[*]}" \
-    --ctc-encoders "${encoder_list[*]}" --aligner "$aligner" --test-sets "${test_sets[*]}"
+    --ctc-encoders "${encoder_list[*]}" --aligner "$aligner" --test-sets "${test_sets[*]}" \
+    --prefix "$hybrid_prefix"
 fi

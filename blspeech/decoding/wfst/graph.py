@@ -39,16 +39,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from blspeech.decoding.lexicon_lm import read_arpa_vocabulary
+from blspeech.decoding.lexicon_lm import check_spellings, read_arpa_vocabulary
 from blspeech.errors import UserError
 
 TLG_FILE = "TLG.fst"
+HLG_FILE = "HLG.fst"
 WORDS_FILE = "words.txt"
 TOKENS_FILE = "tokens.txt"
 INFO_FILE = "graph.json"
@@ -89,9 +89,10 @@ class GraphInfo:
     vocab_size: int  # the tokenizer's tokens, blank included
     words: int  # lexicon words (spelled with the tokenizer's pieces)
     disambig: int  # disambiguation symbols #0..#K (K+1 of them)
-    tlg_states: int
+    tlg_states: int  # of the graph (TLG.fst or HLG.fst)
     tlg_arcs: int
-    skipped: list[str] = field(default_factory=list)  # LM words the pieces cannot spell
+    skipped: list[str] = field(default_factory=list)  # LM words the lexicon cannot spell
+    kind: str = "ctc"  # ctc: TLG over CTC tokens; hybrid: HLG over an HMM's pdfs
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1) + "\n"
@@ -117,17 +118,24 @@ def disambiguate(spellings: dict[str, list[int]]) -> dict[str, int]:
     that several words share, gets ``#1``, ``#2``, ... (a different one per word sharing
     it), so that no two words' input sequences are identical or one a prefix of the other.
     """
-    counts = Counter(tuple(s) for s in spellings.values())
-    prefixes = {tuple(s[:i]) for s in spellings.values() for i in range(1, len(s))}
+    words = sorted(spellings)
+    return dict(zip(words, disambiguate_prons([spellings[w] for w in words]), strict=True))
+
+
+def disambiguate_prons(prons: Sequence[Sequence[int]]) -> list[int]:
+    """:func:`disambiguate` for a list of spellings (several may belong to one word): the
+    ``k`` of ``#k`` that each must end in, in order."""
+    counts = Counter(tuple(s) for s in prons)
+    prefixes = {tuple(s[:i]) for s in prons for i in range(1, len(s))}
     used: dict[tuple[int, ...], int] = defaultdict(int)
-    out = {}
-    for word in sorted(spellings):
-        s = tuple(spellings[word])
+    out = []
+    for pron in prons:
+        s = tuple(pron)
         if counts[s] > 1 or s in prefixes:
             used[s] += 1
-            out[word] = used[s]
+            out.append(used[s])
         else:
-            out[word] = 0
+            out.append(0)
     return out
 
 
@@ -178,23 +186,35 @@ def lexicon_fst(spellings: dict[str, list[int]], disambig: dict[str, int],
                 word_ids: dict[str, int], vocab_size: int) -> Any:
     """L: token pieces (then ``#k``) -> word, one loop per word from the start state; the
     token ``#0`` self-loop passes ``G``'s backoff ``#0`` through."""
+    words = sorted(spellings)
+    return loop_lexicon_fst([(word_ids[w], spellings[w]) for w in words],
+                            [disambig[w] for w in words], vocab_size, word_ids["#0"])
+
+
+def loop_lexicon_fst(prons: Sequence[tuple[int, Sequence[int]]], disambig: Sequence[int],
+                     first_disambig: int, word_backoff: int, silence: int | None = None,
+                     silence_cost: float = 0.0) -> Any:
+    """L with one loop per ``(word id, input labels)`` pronunciation from the start state,
+    each ending in ``#k`` (input ``first_disambig + k``) where ``disambig`` says; an input
+    ``#0`` self-loop passes ``G``'s backoff (output ``word_backoff``) through. ``silence``:
+    an input label that may occur between words (and at either end) at ``silence_cost``
+    each time, outputting nothing: Kaldi's optional silence."""
     import kaldifst
 
     lex = kaldifst.StdVectorFst()
     start = lex.add_state()
     lex.start = start
     lex.set_final(start, 0.0)
-    for word in sorted(spellings):
-        labels = list(spellings[word])
-        if disambig[word]:
-            labels.append(vocab_size + disambig[word])
+    for (word, pron), k in zip(prons, disambig, strict=True):
+        labels = [*pron, first_disambig + k] if k else list(pron)
         state = start
         for n, label in enumerate(labels):
             nxt = start if n == len(labels) - 1 else lex.add_state()
-            lex.add_arc(state, kaldifst.StdArc(label, word_ids[word] if n == 0 else 0, 0.0,
-                                               nxt))
+            lex.add_arc(state, kaldifst.StdArc(label, word if n == 0 else 0, 0.0, nxt))
             state = nxt
-    kaldifst.add_self_loops(lex, isyms=[vocab_size], osyms=[word_ids["#0"]])
+    if silence is not None:
+        lex.add_arc(start, kaldifst.StdArc(silence, 0, silence_cost, start))
+    kaldifst.add_self_loops(lex, isyms=[first_disambig], osyms=[word_backoff])
     return lex
 
 
@@ -237,6 +257,21 @@ def _compile_g(arpa: str, words_txt: str, order: int, out: str) -> None:
         raise UserError(f"cannot convert language model {arpa} to an FST: {reason}")
 
 
+def lm_words(arpa: str, max_order: int | None = None) -> tuple[list[str], int]:
+    """The ARPA file's words (without ``<s> </s> <unk>``), sorted, and the order to use."""
+    vocab, order = read_arpa_vocabulary(arpa)
+    if max_order is not None:
+        if max_order < 1:
+            raise UserError(f"max_order must be >= 1, got {max_order}")
+        order = min(order, max_order)
+    return sorted(set(vocab) - set(_SPECIALS)), order
+
+
+def word_symbols(words: Sequence[str]) -> list[str]:
+    """words.txt as Kaldi lays it out: ``<eps>``, the words, then ``<unk> #0 <s> </s>``."""
+    return ["<eps>", *words, "<unk>", "#0", "<s>", "</s>"]
+
+
 def make_graph(tokenizer: Any, arpa: str | os.PathLike, graph_dir: str | os.PathLike, *,
                max_order: int | None = None) -> GraphInfo:
     """Build ``TLG.fst``, ``words.txt``, ``tokens.txt`` and ``graph.json`` in ``graph_dir``.
@@ -246,70 +281,71 @@ def make_graph(tokenizer: Any, arpa: str | os.PathLike, graph_dir: str | os.Path
     left out with a warning and listed in ``graph.json``. ``max_order`` limits the n-gram
     order used (default: the ARPA file's).
     """
-    kaldifst, _ = import_wfst()
+    import_wfst()
     arpa = os.fspath(arpa)
-    graph_dir = os.fspath(graph_dir)
-    vocab, order = read_arpa_vocabulary(arpa)
-    if max_order is not None:
-        if max_order < 1:
-            raise UserError(f"max_order must be >= 1, got {max_order}")
-        order = min(order, max_order)
-    words = sorted(set(vocab) - set(_SPECIALS))
+    words, order = lm_words(arpa, max_order)
     spellings, skipped = spell_words(tokenizer, words)
-    if not spellings:
-        raise UserError(f"none of the {len(words)} words of {arpa} can be spelled with the "
-                        "tokenizer's pieces; was the LM trained on text normalized like the "
-                        "model's transcripts ('blspeech train-lm --tokenizer-dir')?")
-    if skipped:
-        shown = ", ".join(skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-        warnings.warn(f"{len(skipped)} of {len(words)} words of {arpa} cannot be spelled "
-                      f"with the tokenizer's pieces and are left out of the lexicon: {shown}",
-                      stacklevel=2)
+    check_spellings(len(spellings), len(words), skipped, arpa)
     disambig = disambiguate(spellings)
     num_disambig = max(disambig.values()) + 1  # #0 (G's backoff) .. #K
     tokens = list(tokenizer.tokens)
-    vocab_size = len(tokens)
-    # words.txt as Kaldi lays it out: <eps>, the words, then #0 <s> </s>.
-    word_symbols = ["<eps>", *words, "<unk>", "#0", "<s>", "</s>"]
-    word_ids = {w: i for i, w in enumerate(word_symbols)}
+    symbols = word_symbols(words)
+    lex = lexicon_fst(spellings, disambig, {w: i for i, w in enumerate(symbols)}, len(tokens))
+    info = GraphInfo(arpa=arpa, order=order, vocab_size=len(tokens), words=len(spellings),
+                     disambig=num_disambig, tlg_states=0, tlg_arcs=0, skipped=skipped)
+    return build_graph(graph_dir, info, symbols, lex,
+                       ctc_topology(len(tokens), num_disambig), tokens, TLG_FILE)
+
+
+def build_graph(graph_dir: str | os.PathLike, info: GraphInfo, symbols: Sequence[str],
+                lex: Any, topo: Any, inputs: Sequence[str], fst_name: str, *,
+                determinize: bool = True) -> GraphInfo:
+    """``topo o min(det(lex o G))`` (G from ``info.arpa``) into ``graph_dir/fst_name``, with
+    words.txt (``symbols``), tokens.txt (``inputs`` then ``#0..#K``) and graph.json.
+
+    ``topo``'s input labels are ``inputs``' index + 1, then the disambiguation symbols,
+    which become epsilons. ``determinize``: determinize and minimize the composition too
+    (a CTC topology); an HMM topology with self-loops is left as composed (it is not
+    functional: a phone repeated across a word boundary reads as one longer phone).
+    """
+    kaldifst, _ = import_wfst()
+    graph_dir = os.fspath(graph_dir)
+    num_inputs = len(inputs)
     os.makedirs(graph_dir, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=graph_dir) as tmp:
         words_txt = os.path.join(tmp, WORDS_FILE)
-        _write_symbols(words_txt, word_symbols)
+        _write_symbols(words_txt, symbols)
         g_path = os.path.join(tmp, "G.fst")
-        _compile_g(arpa, words_txt, order, g_path)
+        _compile_g(info.arpa, words_txt, info.order, g_path)
         g = kaldifst.StdVectorFst.read(g_path)
         kaldifst.arcsort(g, sort_type="ilabel")
 
-        lex = lexicon_fst(spellings, disambig, word_ids, vocab_size)
         kaldifst.arcsort(lex, sort_type="olabel")
         lg = _vector(kaldifst, kaldifst.compose(lex, g))
         kaldifst.determinize_star(lg, use_log=True)
         kaldifst.minimize_encoded(lg)
         kaldifst.arcsort(lg, sort_type="ilabel")
 
-        topo = ctc_topology(vocab_size, num_disambig)
         kaldifst.arcsort(topo, sort_type="olabel")
-        tlg = _vector(kaldifst, kaldifst.compose(topo, lg))
-        kaldifst.determinize_star(tlg, use_log=True)
-        # Disambiguation symbols (inputs above the last token) become epsilons.
-        tlg = _mapped(tlg, lambda i, o, w: (0 if i > vocab_size else i, o, w))
-        kaldifst.minimize_encoded(tlg)
-        kaldifst.arcsort(tlg, sort_type="ilabel")
-        states, arcs = _fst_size(tlg)
-        if states == 0:
-            raise UserError(f"the graph of {arpa} is empty: no word sequence of the LM can "
-                            "be spelled with the tokenizer's pieces")
-        tlg.write(os.path.join(tmp, TLG_FILE))
+        graph = _vector(kaldifst, kaldifst.compose(topo, lg))
+        if determinize:
+            kaldifst.determinize_star(graph, use_log=True)
+        # Disambiguation symbols (inputs above the last real one) become epsilons.
+        graph = _mapped(graph, lambda i, o, w: (0 if i > num_inputs else i, o, w))
+        if determinize:
+            kaldifst.minimize_encoded(graph)
+        kaldifst.arcsort(graph, sort_type="ilabel")
+        info.tlg_states, info.tlg_arcs = _fst_size(graph)
+        if info.tlg_states == 0:
+            raise UserError(f"the graph of {info.arpa} is empty: no word sequence of the LM "
+                            "can be spelled with the lexicon")
+        graph.write(os.path.join(tmp, fst_name))
         _write_symbols(os.path.join(tmp, TOKENS_FILE),
-                       [*tokens, *(f"#{k}" for k in range(num_disambig))])
-        info = GraphInfo(arpa=arpa, order=order, vocab_size=vocab_size, words=len(spellings),
-                         disambig=num_disambig, tlg_states=states, tlg_arcs=arcs,
-                         skipped=skipped)
+                       [*inputs, *(f"#{k}" for k in range(info.disambig))])
         with open(os.path.join(tmp, INFO_FILE), "w", encoding="utf-8") as f:
             f.write(info.to_json())
         # Replace the files only when all are written: a failure keeps an older graph whole.
-        for name in (TLG_FILE, WORDS_FILE, TOKENS_FILE, INFO_FILE):
+        for name in (fst_name, WORDS_FILE, TOKENS_FILE, INFO_FILE):
             os.replace(os.path.join(tmp, name), os.path.join(graph_dir, name))
     return info
 
@@ -321,6 +357,6 @@ def _vector(kaldifst: Any, fst: Any) -> Any:
     return kaldifst.StdVectorFst(fst)
 
 
-__all__ = ["GraphInfo", "ctc_topology", "disambiguate", "import_wfst", "lexicon_fst",
-           "load_kaldi_hmm_gmm_first", "make_graph", "read_symbols",
-           "spell_words"]
+__all__ = ["GraphInfo", "build_graph", "ctc_topology", "disambiguate", "disambiguate_prons",
+           "import_wfst", "lexicon_fst", "lm_words", "load_kaldi_hmm_gmm_first",
+           "loop_lexicon_fst", "make_graph", "read_symbols", "spell_words", "word_symbols"]

@@ -39,6 +39,8 @@ import torch
 
 from blspeech.decoding.ctc import Hypothesis
 from blspeech.decoding.wfst.graph import (
+    HLG_FILE,
+    INFO_FILE,
     TLG_FILE,
     TOKENS_FILE,
     WORDS_FILE,
@@ -58,12 +60,15 @@ class WfstHypothesis(Hypothesis):
 
 
 class WfstDecoder:
-    """1-best WFST search of CTC log-probabilities over a TLG graph dir.
+    """1-best WFST search of CTC log-probabilities over a TLG graph dir, or of a hybrid
+    model's pdf log-likelihoods over an HLG graph dir (:mod:`blspeech.decoding.wfst.hlg`).
 
     Args:
-        graph_dir: dir with ``TLG.fst``, ``words.txt``, ``tokens.txt`` (``blspeech mkgraph``).
-        tokenizer: the model's tokenizer; its tokens must be the graph's (checked).
+        graph_dir: dir with ``TLG.fst`` or ``HLG.fst``, ``words.txt``, ``tokens.txt``
+            (``blspeech mkgraph``).
+        tokenizer: a CTC model's tokenizer; its tokens must be the graph's (checked).
             None: trust the graph's ``tokens.txt``.
+        num_pdfs: a hybrid model's pdfs; the graph must be an HLG over as many (checked).
         acoustic_scale: weight of the log-probabilities against the graph's -ln costs.
         beam: search beam (cost units of the scaled scores).
         max_active: most hypotheses kept per frame (``faster`` only).
@@ -74,7 +79,8 @@ class WfstDecoder:
     """
 
     def __init__(self, graph_dir: str | os.PathLike, tokenizer: Any = None, *,
-                 acoustic_scale: float = 1.0, beam: float = 16.0, max_active: int = 7000,
+                 num_pdfs: int | None = None, acoustic_scale: float = 1.0, beam: float = 16.0,
+                 max_active: int = 7000,
                  min_active: int = 200, lattice_beam: float = 8.0, word_penalty: float = 0.0,
                  decoder: str = "faster") -> None:
         kaldifst, _ = import_wfst()
@@ -102,12 +108,22 @@ class WfstDecoder:
         while self.vocab_size and _is_disambig(graph_tokens[self.vocab_size - 1]):
             self.vocab_size -= 1
         self.tokens = graph_tokens[: self.vocab_size]
+        self.hybrid = _graph_kind(graph_dir) == "hybrid"
+        if self.hybrid != (num_pdfs is not None):
+            built, used = ("a hybrid model's pdfs", "a CTC model") if self.hybrid else (
+                "a CTC model's tokens", "a hybrid model")
+            raise UserError(f"{graph_dir} was built for {built}; it cannot decode {used}: "
+                            "build a graph for this model with 'blspeech mkgraph'")
+        if num_pdfs is not None and num_pdfs != self.vocab_size:
+            raise UserError(f"{graph_dir} was built for {self.vocab_size} pdfs, the model has "
+                            f"{num_pdfs}; build the graph from the aligner that made the "
+                            "model's targets")
         if tokenizer is not None and list(tokenizer.tokens) != self.tokens:
             raise UserError(f"{graph_dir} was built for other tokens than the model's "
                             f"({self.vocab_size} graph tokens, {len(tokenizer.tokens)} model "
                             "tokens or a different order); rebuild it with 'blspeech mkgraph' "
                             "and the model's tokenizer dir")
-        tlg_path = os.path.join(graph_dir, TLG_FILE)
+        tlg_path = os.path.join(graph_dir, HLG_FILE if self.hybrid else TLG_FILE)
         if not os.path.isfile(tlg_path):
             raise UserError(f"{tlg_path} not found; build the graph with 'blspeech mkgraph'")
         try:
@@ -165,6 +181,7 @@ class WfstDecoder:
         import kaldifst
 
         ok, ilabels, olabels, weight = kaldifst.get_linear_symbol_sequence(best)
+        spans = _word_spans(best, len(ilabels)) if self.hybrid else None
         if not reached:
             self.partial.append(name)
         if not reached and utt is not None:
@@ -172,7 +189,7 @@ class WfstDecoder:
                           "graph (too few frames for the words, or the beam pruned them "
                           "all); using the best partial path", stacklevel=2)
         tokens, frames, prev = [], [], 0
-        for t, label in enumerate(ilabels):
+        for t, label in enumerate([] if self.hybrid else ilabels):
             tok = label - 1
             if tok != 0 and tok != prev:
                 tokens.append(tok)
@@ -180,7 +197,7 @@ class WfstDecoder:
             prev = tok
         words = [self.words[o] for o in olabels]
         score = -(weight.value1 + weight.value2)
-        return WfstHypothesis(tokens, frames, score, words, reached_final=reached)
+        return WfstHypothesis(tokens, frames, score, words, spans, reached_final=reached)
 
     def decode_batch(self, log_probs: torch.Tensor, lengths: torch.Tensor,
                      utts: list[str] | None = None) -> list[WfstHypothesis]:
@@ -189,6 +206,43 @@ class WfstDecoder:
         names = utts if utts is not None else [None] * lp.shape[0]
         return [self.decode(lp[i, : int(n)], names[i])
                 for i, n in enumerate(lengths.tolist())]
+
+
+def _graph_kind(graph_dir: str) -> str:
+    """``graph.json``'s kind (graphs from before there were hybrid graphs: ``ctc``)."""
+    import json
+
+    path = os.path.join(graph_dir, INFO_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return str(json.load(f).get("kind", "ctc"))
+    except FileNotFoundError:
+        return "ctc"
+    except (ValueError, AttributeError) as e:
+        raise UserError(f"{path} is not a graph.json of 'blspeech mkgraph': {e}") from e
+
+
+def _word_spans(path: Any, num_frames: int) -> list[tuple[int, int]]:
+    """Each output word's (first frame, end frame) on a linear best path: a word starts at
+    the frame of the arc that outputs it (or the next frame with input) and ends where the
+    next word starts (the last word: at the last frame)."""
+    # The wheel iterates no Lattice arcs from Python; its text form lists them.
+    arcs = {}
+    for line in path.to_str().splitlines():
+        f = line.split()
+        if len(f) >= 4:
+            arcs[int(f[0])] = (int(f[1]), int(f[2]), int(f[3]))
+    starts, t, state = [], 0, path.start
+    for _ in range(len(arcs)):
+        if state not in arcs:
+            break
+        state, ilabel, olabel = arcs[state]
+        if olabel:
+            starts.append(t)
+        if ilabel:
+            t += 1
+    ends = [*starts[1:], num_frames]
+    return [(min(s, num_frames), e) for s, e in zip(starts, ends, strict=True)]
 
 
 def _is_disambig(token: str) -> bool:

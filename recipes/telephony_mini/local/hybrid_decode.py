@@ -20,6 +20,8 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from blspeech.decoding.hybrid import frame_accuracy, read_topology, viterbi_token_loop
 from blspeech.errors import UserError
@@ -51,6 +53,33 @@ def tune(bundle, dev_dir: str) -> list[dict]:
     return rows
 
 
+def measure(bundle, summary: dict, data_dir: str, test_sets: list[str],
+            ali_scp: Callable[[str], str], ali_subsampling: int, **search: Any) -> None:
+    """Frame accuracy of dev and the test sets against their alignments (``ali_scp(split)``),
+    and each test set decoded with ``search`` (decode_data_dir's options) into
+    MODEL_DIR/decode_SET, into ``summary["sets"]``; one line printed per set."""
+    exp = os.path.dirname(summary["model"])
+    for split in ["dev", *test_sets]:
+        data = os.path.join(data_dir, split)
+        acc = frame_accuracy(bundle, data, ali_scp(split), ali_subsampling=ali_subsampling,
+                             tolerance=0)
+        row = {"frame_acc": acc["frame_acc"], "frames": acc["frames"]}
+        if split != "dev":
+            dec = decode_data_dir(bundle, data, os.path.join(exp, f"decode_{split}"),
+                                  progress=False, **search)
+            row["wer"] = dec["wer"]
+        summary["sets"][split] = row
+        print(f"{exp} {split}: frame accuracy {acc['frame_acc']:.2f}%"
+              + (f", WER {row['wer']:.2f}%" if "wer" in row else ""))
+
+
+def write_summary(exp: str, summary: dict) -> None:
+    """EXP/hybrid_summary.json, atomically."""
+    with atomic_write(os.path.join(exp, "hybrid_summary.json")) as f:
+        json.dump(summary, f, indent=1)
+        f.write("\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
@@ -73,26 +102,14 @@ def main() -> int:
                    "prior_scale": best["prior_scale"],
                    "insertion_penalty": best["insertion_penalty"],
                    "dev_wer": best["dev_wer"], "sets": {}}
-        for split in ["dev", *args.test_sets.split()]:
-            data = os.path.join(args.data_dir, split)
-            acc = frame_accuracy(bundle, data, f"scp:{args.ali_dir}/ali_{split}/pdf.scp",
-                                 ali_subsampling=sub, tolerance=0)
-            row = {"frame_acc": acc["frame_acc"], "frames": acc["frames"]}
-            if split != "dev":
-                dec = decode_data_dir(bundle, data, os.path.join(exp, f"decode_{split}"),
-                                      method="viterbi", prior_scale=best["prior_scale"],
-                                      insertion_penalty=best["insertion_penalty"],
-                                      progress=False)
-                row["wer"] = dec["wer"]
-            summary["sets"][split] = row
-            print(f"{exp} {split}: frame accuracy {acc['frame_acc']:.2f}%"
-                  + (f", WER {row['wer']:.2f}%" if "wer" in row else ""))
+        measure(bundle, summary, args.data_dir, args.test_sets.split(),
+                lambda split: f"scp:{args.ali_dir}/ali_{split}/pdf.scp", sub,
+                method="viterbi", prior_scale=best["prior_scale"],
+                insertion_penalty=best["insertion_penalty"])
     except UserError as e:
         print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
         return 2
-    with atomic_write(os.path.join(exp, "hybrid_summary.json")) as f:
-        json.dump(summary, f, indent=1)
-        f.write("\n")
+    write_summary(exp, summary)
     return 0
 
 

@@ -299,6 +299,21 @@ def decodings_md(rows: list[dict], test_sets: list[str], names: list[str]) -> st
     return "\n".join(lines) + "\n"
 
 
+def training_set(data_dir: str, train_set: str | None) -> str:
+    """' on DIR (N utterances: train plus M speed-perturbed copies)' for the intro."""
+    if not train_set or os.path.normpath(train_set) == os.path.join(
+            os.path.normpath(data_dir), "train"):
+        return ""
+
+    def count(d: str) -> int:
+        with open(os.path.join(d, "utt2spk"), encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+
+    total, train = count(train_set), count(os.path.join(data_dir, "train"))
+    return (f" on `{train_set}` ({total} utterances: train plus {total - train} "
+            "speed-perturbed copies of the real speaker's recordings)")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--data-dir", required=True)
@@ -309,6 +324,10 @@ def main() -> int:
     p.add_argument("--test-sets", default="test_real test_synth")
     p.add_argument("--device", default="cpu", help="the device the models were trained on")
     p.add_argument("--seeds", type=int, default=1, help="training runs per encoder (stage 3)")
+    p.add_argument("--train-set", default=None,
+                   help="the data dir the models trained on (default: DATA/train)")
+    p.add_argument("--train-jobs", type=int, default=1,
+                   help="trainings that ran at the same time in stage 3")
     p.add_argument("--decodings", default="decode decode_lm",
                    help="stage 4's decode folder prefixes, space-separated, of: "
                    + " ".join(DECODINGS) + " (default: %(default)s)")
@@ -354,7 +373,8 @@ def main() -> int:
     tokens = f"{tok.vocab_size} {'BPE pieces' if tok.kind == 'bpe' else 'characters'}"
     specaug = "SpecAugment" if config.get("specaug") else "no SpecAugment"
     cpu = platform.processor() or platform.machine()
-    intro = fill(f"""Every encoder was trained with the same CTC recipe ({first['epochs']} epochs,
+    intro = fill(f"""Every encoder was trained{training_set(args.data_dir, args.train_set)}
+        with the same CTC recipe ({first['epochs']} epochs,
         AdamW lr {config['optim']['lr']}, {config['schedule']['name']} schedule, {specaug},
         batches of {config['data']['max_frames']} frames, {tokens}) on the same corpus, and
         decoded greedily and with a word 3-gram LM estimated from the training transcripts
@@ -380,7 +400,10 @@ def main() -> int:
         (`blspeech score`); every decoding's WERs are in the second table and in
         results.json (`wer_greedy`, `wer_lm`, `wer_wfst`). "Pareto": the test sets on
         which no other encoder has both fewer GFLOPs and a lower WER.""",
-        "train min: wall-clock training time (all epochs, dev evaluation included)."))
+        "train min: wall-clock training time (all epochs, dev evaluation included)"
+        + (f"; {args.train_jobs} trainings ran at a time (`--train-jobs`), so the encoders' "
+           "times were measured side by side, sharing the machine" if args.train_jobs > 1
+           else "") + "."))
     preamble = (f"# telephony_mini results\n\n{intro}\n\nCorpus (`{args.data_dir}/`):\n\n"
                 + "\n".join(split_lines) + f"\n\n## Results\n\n{bullets}\n\n")
     epilogue = "\n" + decodings_md(rows, test_sets, names)

@@ -41,11 +41,12 @@ ACOUSTIC_SCALES = (0.5, 0.7, 1.0)
 WORD_PENALTIES = (-6.0, -5.0, -4.0, -3.0, -2.0, -1.0, 0.0)
 
 
-def _floats(text: str) -> list[float]:
+def parse_floats(text: str) -> list[float]:
     try:
         return [float(x) for x in text.split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by spaces, got {text!r}")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by spaces, got {text!r}") from err
 
 
 def ensure_graph(lang: str, lm: str, graph: str) -> None:
@@ -85,9 +86,9 @@ def main() -> int:
     ap.add_argument("--out-dir", required=True, help="where decode_wfst_<test>/ go")
     ap.add_argument("--test-sets", default="test_real test_synth")
     ap.add_argument("--beam", type=int, default=16, help="decoder beam (default: 16)")
-    ap.add_argument("--acoustic-scales", type=_floats, default=ACOUSTIC_SCALES,
+    ap.add_argument("--acoustic-scales", type=parse_floats, default=ACOUSTIC_SCALES,
                     help="the grid's acoustic scales (default: %(default)s)")
-    ap.add_argument("--word-penalties", type=_floats, default=WORD_PENALTIES,
+    ap.add_argument("--word-penalties", type=parse_floats, default=WORD_PENALTIES,
                     help="the grid's word penalties (default: %(default)s)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
