@@ -4,7 +4,7 @@
 
 Usage: local/hybrid_gmm_decode.py --model EXP/hybrid_gmm_ENC/final.pt --data-dir DATA \\
            --gmm-dir EXP/gmm --lm DATA/lm/3gram.arpa --test-sets "test_real test_synth"
-           [--prior-scales "0.5 1.0"] [--acoustic-scales "0.1 0.2 0.4"]
+           [--prior-scales "0.5 1.0"] [--acoustic-scales "0.4 0.7 1.0"]
            [--word-penalties "0"] [--device cpu]
 
 1. The HLG graph (``blspeech mkgraph GMM_DIR/lang LM GMM_DIR/graph``: the GMM's phone HMMs
@@ -77,7 +77,7 @@ def main() -> int:
     ap.add_argument("--lm", required=True, help="ARPA word LM of the training transcripts")
     ap.add_argument("--test-sets", required=True)
     ap.add_argument("--prior-scales", type=parse_floats, default=[0.5, 1.0])
-    ap.add_argument("--acoustic-scales", type=parse_floats, default=[0.1, 0.2, 0.4])
+    ap.add_argument("--acoustic-scales", type=parse_floats, default=[0.4, 0.7, 1.0])
     ap.add_argument("--word-penalties", type=parse_floats, default=[0.0])
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
