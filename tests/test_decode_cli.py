@@ -203,6 +203,28 @@ def test_lm_errors(tmp_path):
     write_arpa(train_ngram(["XYZ QQ"], order=2), upper)
     with pytest.raises(UserError, match="can be spelled"):
         LexiconLMDecoder(tok, upper)
+    with pytest.raises(UserError, match="needs an ARPA LM, a lexicon, or both"):
+        LexiconLMDecoder(tok, None)
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("abc\n")
+    with pytest.raises(UserError, match="silence token 'SIL' is not one of the model's"):
+        LexiconLMDecoder(tok, None, lexicon=lexicon, sil_token="SIL")
+
+
+def test_lexicon_without_lm_searches_its_words_only(tmp_path):
+    """No LM: the lexicon's words, however unlikely a sequence; a word outside it cannot
+    be output even where the acoustics spell it."""
+    texts = ["we went there", "their dog barks"]
+    tok = CharTokenizer.train(texts)
+    lexicon = tmp_path / "lexicon.txt"
+    lexicon.write_text("went\nwe\nthere\n")
+    dec = LexiconLMDecoder(tok, None, lexicon=lexicon, beam=16)
+    assert dec.words == ["there", "we", "went"]
+    spoken = _log_probs(_spell(tok.encode("there we went")), tok.vocab_size)
+    assert dec.decode(spoken).words == ["there", "we", "went"]
+    unknown = _log_probs(_spell(tok.encode("we went their")), tok.vocab_size)
+    assert dec.decode(unknown).words[:2] == ["we", "went"]
+    assert "their" not in dec.decode(unknown).words
 
 
 # --- forced alignment ------------------------------------------------------------------------

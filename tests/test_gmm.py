@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -322,3 +323,76 @@ def test_hybrid_model_on_gmm_targets_decodes_with_the_hlg(hlg, tmp_path, capsys)
     assert len(hyps) == 8
     ctm = (out / "ctm").read_text().splitlines()
     assert len(ctm) == sum(len(h.split()) for h in hyps.values())
+    # The flashlight lexicon search: with the LM, and the lexicon alone.
+    lexicon = str(exp / "lang" / "lexicon.txt")
+    for extra in (["--lm", str(exp / "lm.arpa")], []):
+        out = tmp_path / f"lex{len(extra)}"
+        assert main(["decode", model, str(data), str(out), "--method", "lm", "--lexicon",
+                     lexicon, "--prior-scale", "0.5", "--no-progress", *extra]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["method"] == "lm" and summary["utterances"] == 8
+        hyps = dict(ln.split(maxsplit=1) if " " in ln else (ln, "")
+                    for ln in (out / "text").read_text().splitlines())
+        ctm = (out / "ctm").read_text().splitlines()
+        assert len(hyps) == 8 and len(ctm) == sum(len(h.split()) for h in hyps.values())
+    # Without the aligner's lang dir, one clear message.
+    rc = main(["decode", model, str(data), str(tmp_path / "bad"), "--method", "lm", "--lm",
+               str(exp / "lm.arpa"), "--no-progress"])
+    assert rc == 2 and "--lexicon EXP/lang/lexicon.txt" in capsys.readouterr().err
+
+
+# --- flashlight's lexicon search over the aligner's phones ----------------------------------
+
+
+def test_lexicon_search_decodes_the_aligned_pdfs_to_the_transcript(hlg):
+    """The flashlight search over the phones decodes the one-hot aligned pdfs to the
+    transcript with the LM (at the feature rate and every 4th frame), and without it to
+    words that sound the same (homophones: for / four); each word's span lies inside the
+    utterance, in order; a word's last phone may last many frames (its word-final twin
+    takes one)."""
+    pytest.importorskip("flashlight.lib.text", reason="needs flashlight-text")
+    from blspeech.decoding.hybrid_lm import HybridLexiconDecoder
+    from blspeech.decoding.wfst.hlg import read_prons
+
+    prons = read_prons(hlg[1] / "lang" / "lexicon.txt")
+
+    def sounds_like(hyp: list[str], ref: list[str]) -> bool:
+        return len(hyp) == len(ref) and all(
+            any(p in prons[r] for p in prons[h]) for h, r in zip(hyp, ref, strict=True))
+
+    data, exp, info, clean, graph, _ = hlg
+    pdfs = dict(read_int_vectors(f"scp:{exp}/pdf.scp"))
+    with_lm = HybridLexiconDecoder(exp / "lang", exp / "lm.arpa", num_pdfs=info["num_pdfs"],
+                                   beam=64, lm_weight=1.0)
+    without = HybridLexiconDecoder(exp / "lang", exp / "lm.arpa", num_pdfs=info["num_pdfs"],
+                                   beam=64, lm_weight=0.0, word_score=-1.0)
+    long_last = 0
+    # Without the LM only at the feature rate: every 4th frame can miss a short phone
+    # altogether (the R of "your"), and then only the LM tells "you call" from "your call".
+    for dec, steps in ((with_lm, (1, 4)), (without, (1,))):
+        for step in steps:
+            for utt, text in clean.items():
+                ll = _one_hot_log_likes(pdfs[utt][step // 2::step], info["num_pdfs"])
+                hyp = dec.decode(ll)
+                if dec is with_lm:
+                    assert " ".join(hyp.words) == text, (step, utt)
+                else:
+                    assert sounds_like(hyp.words, text.split()), (step, text, " ".join(hyp.words))
+                assert len(hyp.spans) == len(hyp.words)
+                assert all(0 <= s < e <= ll.shape[0] for s, e in hyp.spans)
+                assert all(a[1] <= b[0] for a, b in itertools.pairwise(hyp.spans))
+                tokens = [with_lm.phones.tokens[t] for t in hyp.tokens]
+                long_last += sum(a + "_end" == b for a, b in itertools.pairwise(tokens))
+    assert long_last > 0
+
+
+def test_lexicon_search_refuses_a_lang_dir_of_other_pdfs(hlg, tmp_path):
+    pytest.importorskip("flashlight.lib.text", reason="needs flashlight-text")
+    from blspeech.decoding.hybrid_lm import HybridLexiconDecoder
+    from blspeech.errors import UserError
+
+    data, exp, info, *_ = hlg
+    with pytest.raises(UserError, match=r"hmm.txt: phone \S+ has pdf \d+, but the model has"):
+        HybridLexiconDecoder(exp / "lang", None, num_pdfs=info["num_pdfs"] - 1)
+    with pytest.raises(UserError, match=r"gives no phone for the model's pdfs \[\d+"):
+        HybridLexiconDecoder(exp / "lang", None, num_pdfs=info["num_pdfs"] + 1)

@@ -277,7 +277,8 @@ def test_hybrid_stages(recipe):
 
 def test_hybrid_stages_on_gmm_alignments(recipe):
     """Stages 8-9 with --aligner gmm: a monophone GMM-HMM aligns every split, the hybrid
-    models learn its pdfs, an HLG graph decodes them (tuned on dev), sclite agrees."""
+    models learn its pdfs, an HLG graph and flashlight's lexicon search (with and without
+    the LM) decode them (tuned on dev), sclite agrees."""
     from blspeech.io.kaldi import read_int_vectors
 
     data, exp, _ = recipe
@@ -310,6 +311,13 @@ def test_hybrid_stages_on_gmm_alignments(recipe):
             ids = [line.split()[0] for line in (dec / "text").read_text().splitlines()]
             assert ids == [line.split()[0] for line in
                            (data / t / "text").read_text().splitlines()]
+        for name, grid in (("lm", 16), ("nolm", 4)):  # flashlight over the phones
+            lex = summary["lexicon"][name]
+            assert len(lex["tuning"]) == grid and lex["prior_scale"] == summary["prior_scale"]
+            assert lex["dev_wer"] == min(t["dev_wer"] for t in lex["tuning"])
+            for t in TESTS:
+                assert rows[enc]["lexicon"][name]["wer"][t] == pytest.approx(json.loads(
+                    (d / f"decode_{name}_{t}" / "wer.json").read_text())["wer"], abs=0.01)
         assert rows[enc]["ctc_wer_wfst"]["test_real"] == pytest.approx(json.loads(
             (exp / enc / "decode_wfst_test_real" / "wer.json").read_text())["wer"], abs=0.01)
     md = (exp / "RESULTS_hybrid_gmm.md").read_text()

@@ -257,11 +257,15 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
             "Methods: greedy (best path), beam (CTC prefix beam search, no LM), lm (lexicon\n"
             "+ word n-gram LM beam search, flashlight/KenLM; words from --lexicon or the\n"
             "LM's unigrams, spelled with the model's tokens). Tune --lm-weight (on log10 LM\n"
-            "probabilities) and --word-score on a dev set. Hybrid models trained on the\n"
-            "token topology (targets of 'blspeech align --hybrid-targets') decode with\n"
-            "viterbi: the best path through a free loop of two-state token HMMs on\n"
-            "log posterior - prior-scale x log prior, --insertion-penalty per token; tune\n"
-            "both on a dev set. Hybrid models over Kaldi pdfs: use 'blspeech forward'.\n"
+            "probabilities) and --word-score on a dev set; --lexicon without --lm: its\n"
+            "words, no LM. Hybrid models trained on the token topology (targets of\n"
+            "'blspeech align --hybrid-targets') decode with viterbi: the best path through\n"
+            "a free loop of two-state token HMMs on log posterior - prior-scale x log\n"
+            "prior, --insertion-penalty per token; tune both on a dev set. Hybrid models\n"
+            "over a GMM's pdfs ('blspeech align-gmm') decode with wfst over an HLG graph\n"
+            "('blspeech mkgraph EXP/lang ARPA GRAPH') or with lm and --lexicon\n"
+            "EXP/lang/lexicon.txt (its phones.txt and hmm.txt beside it); for Kaldi's own\n"
+            "decoders, 'blspeech forward' writes the log-likelihoods.\n"
             "wfst: Kaldi's decoder (kaldi-decoder wheel) over a TLG graph from 'blspeech\n"
             "mkgraph' (--graph); tune --acoustic-scale (1 / LM weight) and --word-penalty on\n"
             "a dev set; utterances that reach no final state of the graph get the best\n"
@@ -294,7 +298,8 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lm", metavar="ARPA", help="word n-gram LM (order >= 2) for --method lm")
     p.add_argument("--lexicon", metavar="FILE",
                    help="words for --method lm, one 'word [token ...]' per line (a word alone "
-                        "is spelled by the model's tokenizer); default: the LM's unigrams")
+                        "is spelled by the model's tokenizer); default: the LM's unigrams. "
+                        "Hybrid models over a GMM's pdfs: EXP/lang/lexicon.txt")
     p.add_argument("--lm-weight", type=float, default=2.0, metavar="W",
                    help="LM weight on log10 probabilities (default: 2.0)")
     p.add_argument("--word-score", type=float, default=0.0, metavar="S",
@@ -302,7 +307,7 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insertion-penalty", type=float, default=0.0, metavar="P",
                    help="viterbi: cost (nats) of each token entered (default: 0)")
     p.add_argument("--prior-scale", type=float, default=1.0, metavar="S",
-                   help="viterbi: weight of the log-priors subtracted from the log "
+                   help="hybrid models: weight of the log-priors subtracted from the log "
                         "posteriors (default: 1.0; 0: posteriors)")
     p.add_argument("--graph", metavar="GRAPH_DIR",
                    help="TLG graph dir for --method wfst ('blspeech mkgraph')")

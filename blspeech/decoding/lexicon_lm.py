@@ -26,6 +26,8 @@ so that this works:
   piece twice in a row, and all hypotheses ending in that piece pay the same.
 
 KenLM refuses unigram-only ARPA files: use order 2 or more (``blspeech train-lm``).
+Without an LM (``lm=None``) the search is constrained to the lexicon's words only, each
+scored by ``word_score``: the lexicon's own contribution, measured apart from the LM's.
 
 Example:
     >>> dec = LexiconLMDecoder(tokenizer, "data/lm/3gram.arpa", beam=32)  # doctest: +SKIP
@@ -184,9 +186,11 @@ class LexiconLMDecoder:
 
     Args:
         tokenizer: the model's tokenizer (its token list is the model's output layout).
-        lm: ARPA file (order >= 2).
+        lm: ARPA file (order >= 2); None: no LM, words of ``lexicon`` in any order.
         lexicon: optional ``word [piece ...]`` file; default: the LM's unigrams, each
             spelled by ``tokenizer``.
+        sil_token: a token of the model that is silence between words (a phone set's
+            silence phone); default: ``▁`` where it ends words, else a column never emitted.
         beam: hypotheses kept per frame.
         lm_weight: weight of the LM's log10 probabilities.
         word_score: added per word (positive favours more words).
@@ -194,15 +198,19 @@ class LexiconLMDecoder:
         beam_threshold: drop hypotheses this far below the best one.
     """
 
-    def __init__(self, tokenizer: Any, lm: str | os.PathLike, *,
+    def __init__(self, tokenizer: Any, lm: str | os.PathLike | None, *,
                  lexicon: str | os.PathLike | None = None, beam: int = 32,
                  lm_weight: float = 2.0, word_score: float = 0.0,
-                 token_prune: int | None = None, beam_threshold: float = 50.0) -> None:
-        lm = os.fspath(lm)
-        vocab, order = read_arpa_vocabulary(lm)
-        if order < 2:
-            raise UserError(f"{lm} is a unigram model; KenLM (used for LM decoding) needs "
-                            "order 2 or more: 'blspeech train-lm TEXT OUT.arpa --order 3'")
+                 token_prune: int | None = None, beam_threshold: float = 50.0,
+                 sil_token: str | None = None) -> None:
+        if lm is None and lexicon is None:
+            raise UserError("lexicon search needs an ARPA LM, a lexicon, or both")
+        if lm is not None:
+            lm = os.fspath(lm)
+            vocab, order = read_arpa_vocabulary(lm)
+            if order < 2:
+                raise UserError(f"{lm} is a unigram model; KenLM (used for LM decoding) needs "
+                                "order 2 or more: 'blspeech train-lm TEXT OUT.arpa --order 3'")
         if lexicon is not None:
             entries = read_lexicon(lexicon)
             source = os.fspath(lexicon)
@@ -215,7 +223,11 @@ class LexiconLMDecoder:
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.vocab_size
         tokens = list(tokenizer.tokens)
-        if self.marker_mode:
+        if sil_token is not None:
+            if sil_token not in tokens:
+                raise UserError(f"silence token {sil_token!r} is not one of the model's tokens")
+            self.sil_token = sil_token
+        elif self.marker_mode:
             self.sil_token = WORD_START
         else:
             self.sil_token = "<sil>"
@@ -227,7 +239,7 @@ class LexiconLMDecoder:
         self._decoder = self._build(tokens, spellings, lm, beam, lm_weight, word_score,
                                     token_prune, beam_threshold)
 
-    def _build(self, tokens: list[str], spellings: dict[str, list[list[str]]], lm: str,
+    def _build(self, tokens: list[str], spellings: dict[str, list[list[str]]], lm: str | None,
                beam: int, lm_weight: float, word_score: float, token_prune: int | None,
                beam_threshold: float) -> Any:
         try:

@@ -95,23 +95,36 @@ def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
         method = "viterbi" if bundle.is_hybrid else "greedy"
     if method not in METHODS:
         raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "viterbi" and bundle.is_hybrid and bundle.model.topology != "token":
+    over_pdfs = bundle.is_hybrid and bundle.model.topology != "token"
+    if over_pdfs and method not in ("wfst", "lm"):
         raise UserError(f"{bundle.path} is a hybrid model over an HMM's pdfs (a GMM system's "
                         "or a Kaldi tree's): decode it with --method wfst and a graph of its "
-                        "lexicon ('blspeech mkgraph EXP/lang ARPA GRAPH'), or decode it with "
-                        "Kaldi, e.g. 'blspeech forward MODEL DATA ark:- | "
-                        "latgen-faster-mapped ... HCLG.fst ark:- ark:lat.ark'")
-    if bundle.is_hybrid != (method == "viterbi") and method != "wfst":
-        kind = "a hybrid" if bundle.is_hybrid else "a CTC"
-        fits = "viterbi or wfst" if bundle.is_hybrid else "greedy, beam, lm or wfst"
-        raise UserError(f"{bundle.path} is {kind} model: method {method!r} does not apply; "
-                        f"use {fits}")
+                        "lexicon ('blspeech mkgraph EXP/lang ARPA GRAPH'), with --method lm "
+                        "--lexicon EXP/lang/lexicon.txt, or with Kaldi, e.g. 'blspeech "
+                        "forward MODEL DATA ark:- | latgen-faster-mapped ... HCLG.fst ark:- "
+                        "ark:lat.ark'")
+    if bundle.is_hybrid and not over_pdfs and method not in ("viterbi", "wfst"):
+        raise UserError(f"{bundle.path} is a hybrid model of the token topology: method "
+                        f"{method!r} does not apply; use viterbi or wfst")
+    if not bundle.is_hybrid and method == "viterbi":
+        raise UserError(f"{bundle.path} is a CTC model: method 'viterbi' does not apply; use "
+                        "greedy, beam, lm or wfst")
     return method
+
+
+def _on_log_likelihoods(bundle: AcousticModelBundle, prior_scale: float, decode_batch: Callable
+                        ) -> Callable[[torch.Tensor, torch.Tensor], list[Hypothesis]]:
+    """A hybrid model's search: ``decode_batch`` reads its pdfs' scaled log-likelihoods."""
+    def search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
+        return decode_batch(bundle.model.to_log_likelihoods(log_probs.cpu(), prior_scale),
+                            lengths)
+    return search
 
 
 def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: int | None,
               lm: str | os.PathLike | None, lexicon: str | os.PathLike | None,
-              lm_weight: float, word_score: float, wfst: Mapping[str, Any] | None = None):
+              lm_weight: float, word_score: float, prior_scale: float,
+              wfst: Mapping[str, Any] | None = None):
     """``search(log_probs (B, T, V), lengths) -> list[Hypothesis]`` for ``method``."""
     if method == "wfst":
         from blspeech.decoding.wfst import WfstDecoder
@@ -119,15 +132,8 @@ def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: 
         if not bundle.is_hybrid:
             return WfstDecoder(tokenizer=bundle.tokenizer, beam=beam, **(wfst or {})
                                ).decode_batch
-        # A hybrid model's graph reads its pdfs' scaled log-likelihoods.
-        opts = dict(wfst or {})
-        prior_scale = opts.pop("prior_scale", 1.0)
-        decoder = WfstDecoder(beam=beam, num_pdfs=bundle.model.num_pdfs, **opts)
-
-        def hybrid_search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
-            return decoder.decode_batch(
-                bundle.model.to_log_likelihoods(log_probs.cpu(), prior_scale), lengths)
-        return hybrid_search
+        decoder = WfstDecoder(beam=beam, num_pdfs=bundle.model.num_pdfs, **(wfst or {}))
+        return _on_log_likelihoods(bundle, prior_scale, decoder.decode_batch)
     if method == "greedy":
         return greedy_batch
     if method == "beam":
@@ -136,6 +142,17 @@ def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: 
             return [prefix_beam_search(lp[i, : int(n)], beam=beam, token_prune=token_prune)[0]
                     for i, n in enumerate(lengths.tolist())]
         return beam_search
+    if bundle.is_hybrid:
+        from blspeech.decoding.hybrid_lm import HybridLexiconDecoder
+
+        if lexicon is None or os.path.basename(lexicon) != "lexicon.txt":
+            raise UserError("a hybrid model over an HMM's pdfs decodes with --method lm given "
+                            "--lexicon EXP/lang/lexicon.txt of 'blspeech align-gmm' (its "
+                            "directory's phones.txt and hmm.txt map the pdfs to phones)")
+        phone_decoder = HybridLexiconDecoder(os.path.dirname(os.fspath(lexicon)) or ".", lm,
+                                             num_pdfs=bundle.model.num_pdfs, beam=beam,
+                                             lm_weight=lm_weight, word_score=word_score)
+        return _on_log_likelihoods(bundle, prior_scale, phone_decoder.decode_batch)
     from blspeech.decoding.lexicon_lm import LexiconLMDecoder
 
     decoder = LexiconLMDecoder(bundle.tokenizer, lm, lexicon=lexicon, beam=beam,
@@ -165,10 +182,13 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     LM search over the ARPA file ``lm``, ``beam`` default 32; words from ``lexicon``, a
     file of ``word [piece ...]`` lines, else from the LM's unigrams; ``lm_weight``
     scales the LM's log10 probabilities, ``word_score`` is added per word: tune both on
-    a dev set). ``token_prune`` keeps that many most likely tokens per frame in the
-    beam searches (None: all). ``method=None`` picks ``greedy`` for a CTC model and
-    ``viterbi`` for a hybrid model of the token topology, whose search subtracts
-    ``prior_scale`` x the model's log-priors and charges ``insertion_penalty`` per token.
+    a dev set; with ``lexicon`` and no ``lm``, the lexicon's words without an LM; a
+    hybrid model over a monophone HMM's pdfs searches its phones, ``lexicon`` being the
+    ``EXP/lang/lexicon.txt`` of ``blspeech align-gmm``). ``token_prune`` keeps that many
+    most likely tokens per frame in the beam searches (None: all). ``method=None`` picks
+    ``greedy`` for a CTC model and ``viterbi`` for a hybrid model of the token topology,
+    whose search subtracts ``prior_scale`` x the model's log-priors and charges
+    ``insertion_penalty`` per token.
     ``wfst``: Kaldi's FasterDecoder over the TLG graph in ``graph`` (``blspeech mkgraph``;
     ``beam`` default 16, ``max_active``; ``acoustic_scale`` weighs the log-probabilities
     against the LM's -ln costs, ``word_penalty`` is added per word: tune both on a dev
@@ -192,9 +212,9 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     started = time.perf_counter()
     if method is not None and method not in METHODS:
         raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "lm" and lm is None:
-        raise UserError("method 'lm' needs an ARPA language model (--lm); train one with "
-                        "'blspeech train-lm'")
+    if method == "lm" and lm is None and lexicon is None:
+        raise UserError("method 'lm' needs an ARPA language model (--lm; train one with "
+                        "'blspeech train-lm'), a lexicon (--lexicon: its words, no LM), or both")
     if method != "lm" and (lm is not None or lexicon is not None):
         raise UserError(f"--lm and --lexicon are used by method 'lm' only, not {method!r}")
     if (method == "wfst") != (graph is not None):
@@ -215,11 +235,9 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     search = (viterbi_searcher(bundle.model, insertion_penalty, prior_scale)
               if method == "viterbi"
               else _searcher(method, bundle, beam, token_prune, lm, lexicon, lm_weight,
-                             word_score, {"graph_dir": graph, "acoustic_scale": acoustic_scale,
-                                          "word_penalty": word_penalty,
-                                          "max_active": max_active,
-                                          **({"prior_scale": prior_scale}
-                                             if bundle.is_hybrid else {})}))
+                             word_score, prior_scale,
+                             {"graph_dir": graph, "acoustic_scale": acoustic_scale,
+                              "word_penalty": word_penalty, "max_active": max_active}))
     ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
     hyps: dict[str, Hypothesis] = {}
     with _torch_threads(threads):

@@ -6,7 +6,8 @@ Usage: local/hybrid_report.py --exp-dir EXP --encoders "A B" --ctc-encoders "A B
            --aligner A --test-sets "test_real test_synth" [--prefix hybrid_]
 
 Per hybrid encoder: dev and test frame accuracy, the tuned search settings, test WERs
-(Viterbi over the token loop; with --aligner gmm the WFST search of the HLG graph), and
+(Viterbi over the token loop; with --aligner gmm the WFST search of the HLG graph and
+flashlight's lexicon search over the phones with and without the LM), and
 the same encoder's CTC WERs from stage 4 when it was trained there (greedy, and the
 search the CTC report chose). Models are in EXP/<prefix><encoder>; with --aligner gmm the
 files are EXP/RESULTS_hybrid_gmm.md and results_hybrid_gmm.json. Files are written
@@ -54,7 +55,8 @@ def main() -> int:
                "word_penalty": summary.get("word_penalty"),
                "dev_wer": summary["dev_wer"],
                "frame_acc": {s: v["frame_acc"] for s, v in summary["sets"].items()},
-               "wer": {t: summary["sets"][t]["wer"] for t in tests}, "ctc_wer": None}
+               "wer": {t: summary["sets"][t]["wer"] for t in tests}, "ctc_wer": None,
+               "lexicon": summary.get("lexicon")}
         if enc in ctc:
             row["ctc_wer"] = {t: _load(os.path.join(exp, enc, f"decode_{t}", "wer.json"),
                                        "4")["wer"] for t in tests}
@@ -70,9 +72,9 @@ def main() -> int:
 
     if gmm:
         head = ["encoder", "dev frame acc %", *[f"{t} frame acc %" for t in tests],
-                *[f"WER {t} hybrid (HLG)" for t in tests],
-                *[f"WER {t} CTC greedy / WFST" for t in tests],
-                "prior scale", "acoustic scale", "word penalty"]
+                *[f"WER {t} hybrid: no LM / LM / **HLG**" for t in tests],
+                *[f"WER {t} CTC: greedy / LM / **WFST**" for t in tests],
+                "prior scale", "acoustic scale", "LM weight, word score (LM; no LM)"]
         about = ("Frame targets: the pdfs of a monophone GMM-HMM (`blspeech align-gmm`: "
                  "flat start, Kaldi's train_mono.sh schedule, CMUdict with espeak-ng "
                  "pronunciations for the words it lacks) aligned to every split's reference "
@@ -83,8 +85,14 @@ def main() -> int:
                  "whose states a phone may skip at the 40 ms rate; the lexicon's "
                  "pronunciations of the 3-gram LM's words, optional silence; the LM of the "
                  "training transcripts) on log posterior - prior scale x log prior; prior "
-                 "and acoustic scale tuned on dev. The CTC columns are stage 4's greedy and "
-                 "WFST (TLG, same LM) searches. Frame accuracy is against the GMM's "
+                 "and acoustic scale tuned on dev. The hybrid's \"LM\" column is "
+                 "flashlight's lexicon search over the phones (`blspeech decode --method "
+                 "lm --lexicon EXP/gmm/lang/lexicon.txt`: each phone scored by its best "
+                 "state, the same lexicon, LM and prior scale; LM weight and word score "
+                 "tuned on dev), \"no LM\" the same search with LM weight 0 (a phone "
+                 "model writes no words without a lexicon: its counterpart of CTC greedy "
+                 "decoding). The CTC columns are stage 4's greedy, flashlight LM and WFST "
+                 "(TLG, same LM) searches. Frame accuracy is against the GMM's "
                  "alignments of each set (made from the references), at the encoder's "
                  "output rate.")
     else:
@@ -110,10 +118,18 @@ def main() -> int:
                  *[pct(r["frame_acc"].get(t)) for t in tests],
                  *[pct(r["wer"][t]) for t in tests]]
         if gmm:
-            wfst = r.get("ctc_wer_wfst")
-            cells += [f"{pct(r['ctc_wer'][t])} / {pct(wfst[t]) if wfst else 'n/a'}"
-                      if r["ctc_wer"] else "n/a" for t in tests]
-            cells += [str(r["prior_scale"]), str(r["acoustic_scale"]), str(r["word_penalty"])]
+            lex = r["lexicon"] or {}
+            cells[-len(tests):] = [" / ".join([*(pct(lex[n]["wer"][t]) if n in lex else "n/a"
+                                                 for n in ("nolm", "lm")),
+                                               f"**{pct(r['wer'][t])}**"]) for t in tests]
+            cells += [" / ".join([pct(r["ctc_wer"][t]), *(
+                pct(r[f"ctc_wer_{n}"][t]) if r.get(f"ctc_wer_{n}") else "n/a"
+                for n in ("lm",)), f"**{pct(r['ctc_wer_wfst'][t])}**"
+                if r.get("ctc_wer_wfst") else "n/a"]) if r["ctc_wer"] else "n/a"
+                for t in tests]
+            cells += [str(r["prior_scale"]), str(r["acoustic_scale"]),
+                      "; ".join(f"{lex[n]['lm_weight']:g}, {lex[n]['word_score']:g}"
+                                for n in ("lm", "nolm") if n in lex) or "n/a"]
         else:
             cells += [pct(r["ctc_wer"][t]) if r["ctc_wer"] else "n/a" for t in tests]
             cells += [str(r["prior_scale"]), str(r["insertion_penalty"])]
