@@ -7,6 +7,7 @@ Run (from the repository root)::
     .venv/bin/python benchmarks/train_speed.py --device cuda --preset swbd --batch 32
     .venv/bin/python benchmarks/train_speed.py --json                 # one JSON object
     .venv/bin/python benchmarks/train_speed.py --channels-last --padded   # as the recipe trains
+    .venv/bin/python benchmarks/train_speed.py --channels-last --padded --breakdown
 
 Each model (a :class:`~blspeech.models.asr.CTCModel` over ``resnet_am_<preset>`` and
 ``bl_resnet_am_<preset>``) trains on the same random batches: ``--batch`` utterances of
@@ -18,6 +19,11 @@ median time per step, throughput in seconds of audio per second, and the bL/base
 ratio, next to the ratio of FLOPs counted by torch's flop counter (forward, one 10 s
 utterance). On CUDA, autocast runs in bfloat16 (the CTC loss in float32) and the peak GPU
 memory of each model is shown.
+
+``--breakdown`` runs ``--steps`` more steps of each model under torch's profiler and
+splits their self CPU time into convolutions (forward and backward, every kernel) and
+everything else: where the bL model saves time and where it does not (the profiler's
+per-op overhead inflates the many small ops a little).
 
 ``--channels-last`` trains with NHWC convolutions (``training.channels_last``), as the
 telephony recipe does; ``--padded`` makes every other utterance 5% shorter than the batch,
@@ -58,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     p.add_argument("--padded", action="store_true",
                    help="every other utterance 5%% shorter: padding masks at work")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile --steps steps per model: convolution time against "
+                        "the rest (BatchNorm, masks, activations, loss, optimizer)")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda, but CUDA is not available here")
@@ -117,6 +126,24 @@ class Trainer:
         return (time.perf_counter() - start) / steps
 
 
+#: aten ops that are convolution work (forward and backward, oneDNN and the fallback).
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward",
+            "aten::_slow_conv2d_forward", "aten::_slow_conv2d_backward",
+            "aten::cudnn_convolution", "aten::_convolution")
+
+
+def breakdown(trainer: Trainer, steps: int) -> dict[str, float]:
+    """Milliseconds per step of convolutions and of everything else (profiler self time)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            trainer.step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
+    return {"conv_ms": round(conv / steps / 1e3, 2),
+            "other_ms": round((total - conv) / steps / 1e3, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
@@ -146,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
             "steps_timed": args.steps * args.rounds}
         if t.name in peak:
             rows[t.name]["peak_memory_mib"] = round(peak[t.name] / 2**20, 1)
+    if args.breakdown:
+        for t in trainers:
+            rows[t.name]["breakdown"] = breakdown(t, args.steps)
     base, bl = (rows[n] for n in names)
     result = {
         "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -158,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         "time_ratio_bl_over_baseline": round(bl["step_seconds"] / base["step_seconds"], 3),
         "flops_ratio_bl_over_baseline": round(bl["gflops_per_sec_audio"]
                                               / base["gflops_per_sec_audio"], 3)}
+    if args.breakdown:
+        result["breakdown_ratio_bl_over_baseline"] = {
+            k: round(bl["breakdown"][k] / base["breakdown"][k], 3)
+            for k in ("conv_ms", "other_ms")}
     if args.json:
         print(json.dumps(result))
         return 0
@@ -172,6 +206,13 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{r['peak_memory_mib']:>10.1f}" if peak else ""))
     print(f"bL / baseline: training time {result['time_ratio_bl_over_baseline']:.3f}, "
           f"FLOPs {result['flops_ratio_bl_over_baseline']:.3f}")
+    if args.breakdown:
+        print(f"profiled, ms/step: {'conv':>8}{'other':>8}")
+        for name in names:
+            b = rows[name]["breakdown"]
+            print(f"  {name:<22}{b['conv_ms']:>8.1f}{b['other_ms']:>8.1f}")
+        r = result["breakdown_ratio_bl_over_baseline"]
+        print(f"  {'bL / baseline':<22}{r['conv_ms']:>8.3f}{r['other_ms']:>8.3f}")
     return 0
 
 
