@@ -86,15 +86,15 @@ class PhoneSet:
 class HybridLexiconDecoder:
     """Lexicon (+ LM) search over the phone scores of a hybrid model's pdfs.
 
-    Args:
-        lang_dir: ``EXP/lang`` of ``blspeech align-gmm``.
-        lm: ARPA file (order >= 2), or None for the lexicon alone.
-        num_pdfs: the model's output size (checked against ``hmm.txt``).
-
     The words searched are the LM's unigrams that have a pronunciation (as in the HLG
     graph: the aligner's lexicon also holds the held-out sets' words, which a decoder must
     not know); without an LM, every word of ``lexicon.txt``. ``lm_weight=0`` searches the
     LM's words without its scores.
+
+    Args:
+        lang_dir: ``EXP/lang`` of ``blspeech align-gmm``.
+        lm: ARPA file (order >= 2), or None for the lexicon alone.
+        num_pdfs: the model's output size (checked against ``hmm.txt``).
         beam, lm_weight, word_score, beam_threshold: as for
             :class:`~blspeech.decoding.lexicon_lm.LexiconLMDecoder`.
     """
@@ -188,5 +188,6 @@ class HybridLexiconDecoder:
             raise RuntimeError(f"{len(spans)} word ends in the phone path of the words "
                                f"{hyp.words}")
         return spans
+
 
 __all__ = ["HybridLexiconDecoder", "PhoneSet"]

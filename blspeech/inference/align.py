@@ -94,10 +94,6 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     ``utterances``, ``aligned``, ``unaligned`` (count), ``frames``, ``avg_logprob``
     (per frame, over aligned utterances) and the output paths.
     """
-    from blspeech.decoding.ctc import format_ctm, word_times
-    from blspeech.io.fileio import atomic_write
-    from blspeech.io.kaldi import write_int_vectors
-
     bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
               else load_acoustic_model(checkpoint, device))
     if bundle.is_hybrid:
@@ -108,15 +104,39 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                         "transcripts")
     ds = bundle.dataset(data_dir, transcripts=True,
                         allow_wavscp_commands=allow_wavscp_commands)
+    alis, ctm, unaligned, total_score, total_frames = _align_all(
+        bundle, ds, max_frames=max_frames, num_workers=num_workers, progress=progress,
+        desc="align")
+    scp, bad_path = _write_alignments(out_dir, alis, ctm, unaligned, len(ds))
+    targets = None
+    if hybrid_targets:
+        from blspeech.decoding.hybrid import write_hybrid_targets
+
+        order = sorted(alis, key=str.encode)
+        targets = write_hybrid_targets(out_dir, {u: alis[u] for u in order},
+                                       bundle.tokenizer.vocab_size,
+                                       int(getattr(bundle.model, "time_subsampling", 1)))
+    return {"utterances": len(ds), "aligned": len(alis), "unaligned": len(unaligned),
+            "frames": total_frames,
+            "avg_logprob": round(total_score / total_frames, 4) if total_frames else None,
+            "ali": scp, "ctm": os.path.join(out_dir, "ctm"),
+            "unaligned_list": bad_path if unaligned else None, "hybrid_targets": targets}
+
+
+def _align_all(bundle: AcousticModelBundle, ds: Any, **batching: Any
+               ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, str],
+                          float, int]:
+    """Every utterance's token path and CTM lines, the unaligned ones with the reason, and
+    the total log-probability and frames of the aligned ones."""
+    from blspeech.decoding.ctc import format_ctm, word_times
+
     tok, norm = bundle.tokenizer, bundle.normalizer
     pieces = tok.tokens
     alis: dict[str, np.ndarray] = {}
     ctm: dict[str, list[str]] = {}
     unaligned: dict[str, str] = {}
     total_score, total_frames = 0.0, 0
-    for batch, log_probs, out_lengths in bundle.batches(
-            ds, max_frames=max_frames, num_workers=num_workers, progress=progress,
-            desc="align"):
+    for batch, log_probs, out_lengths in bundle.batches(ds, **batching):
         log_probs = log_probs.cpu()
         for i, (utt, text) in enumerate(zip(batch["utts"], batch["texts"], strict=True)):
             frames = int(out_lengths[i])
@@ -134,6 +154,17 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
             words = word_times([pieces[t] for t, _, _ in spans], [s for _, s, _ in spans],
                                bundle.frame_seconds, end_frames=[e for _, _, e in spans])
             ctm[utt] = format_ctm(utt, words)
+    return alis, ctm, unaligned, total_score, total_frames
+
+
+def _write_alignments(out_dir: str, alis: dict[str, np.ndarray], ctm: dict[str, list[str]],
+                      unaligned: dict[str, str], total: int) -> tuple[str, str]:
+    """``ali.ark/.scp``, ``ctm`` and ``unaligned.txt`` (removed when every utterance was
+    aligned), each atomically; warns naming the unaligned utterances. Returns the scp and
+    the unaligned list's paths."""
+    from blspeech.io.fileio import atomic_write
+    from blspeech.io.kaldi import write_int_vectors
+
     os.makedirs(out_dir, exist_ok=True)
     ark, scp = os.path.join(out_dir, "ali.ark"), os.path.join(out_dir, "ali.scp")
     order = sorted(alis, key=str.encode)
@@ -147,23 +178,12 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
             for utt in sorted(unaligned, key=str.encode):
                 f.write(f"{utt} {unaligned[utt]}\n")
         shown = ", ".join(sorted(unaligned)[:5]) + (", ..." if len(unaligned) > 5 else "")
-        warnings.warn(f"{len(unaligned)} of {len(ds)} utterances could not be aligned (their "
+        warnings.warn(f"{len(unaligned)} of {total} utterances could not be aligned (their "
                       f"transcripts are too long for the audio), listed in {bad_path}: "
-                      f"{shown}", stacklevel=2)
+                      f"{shown}", stacklevel=3)
     else:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(bad_path)  # from an earlier run; this one aligned everything
-    targets = None
-    if hybrid_targets:
-        from blspeech.decoding.hybrid import write_hybrid_targets
-
-        targets = write_hybrid_targets(out_dir, {u: alis[u] for u in order}, tok.vocab_size,
-                                       int(getattr(bundle.model, "time_subsampling", 1)))
-    return {"utterances": len(ds), "aligned": len(alis), "unaligned": len(unaligned),
-            "frames": total_frames,
-            "avg_logprob": round(total_score / total_frames, 4) if total_frames else None,
-            "ali": scp, "ctm": os.path.join(out_dir, "ctm"),
-            "unaligned_list": bad_path if unaligned else None, "hybrid_targets": targets}
-
+    return scp, bad_path
 
 __all__ = ["align_data_dir", "align_utterance", "token_spans"]

@@ -210,27 +210,10 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
         (200, 14.2, 0.031)
     """
     started = time.perf_counter()
-    if method is not None and method not in METHODS:
-        raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "lm" and lm is None and lexicon is None:
-        raise UserError("method 'lm' needs an ARPA language model (--lm; train one with "
-                        "'blspeech train-lm'), a lexicon (--lexicon: its words, no LM), or both")
-    if method != "lm" and (lm is not None or lexicon is not None):
-        raise UserError(f"--lm and --lexicon are used by method 'lm' only, not {method!r}")
-    if (method == "wfst") != (graph is not None):
-        raise UserError("method 'wfst' needs a decoding graph (--graph GRAPH_DIR, from "
-                        "'blspeech mkgraph')" if method == "wfst" else
-                        f"--graph is used by method 'wfst' only, not {method!r}")
-    beam = DEFAULT_BEAM.get(method, 1) if beam is None else int(beam)
-    if beam < 1:
-        raise UserError(f"beam must be >= 1, got {beam}")
-    if token_prune is not None and token_prune < 1:
-        raise UserError(f"token_prune must be >= 1 or None, got {token_prune}")
+    beam = _check_options(method, beam, token_prune, prior_scale, lm, lexicon, graph)
     bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
               else load_acoustic_model(checkpoint, device))
     method = _check_method(method, bundle)
-    if prior_scale < 0:
-        raise UserError(f"prior_scale must be >= 0, got {prior_scale}")
     # Build the search first: a bad LM or lexicon should fail before minutes of decoding.
     search = (viterbi_searcher(bundle.model, insertion_penalty, prior_scale)
               if method == "viterbi"
@@ -239,15 +222,10 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                              {"graph_dir": graph, "acoustic_scale": acoustic_scale,
                               "word_penalty": word_penalty, "max_active": max_active}))
     ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
-    hyps: dict[str, Hypothesis] = {}
     with _torch_threads(threads):
         decode_started = time.perf_counter()
-        for batch, log_probs, out_lengths in bundle.batches(
-                ds, max_frames=max_frames, num_workers=num_workers, progress=progress,
-                desc=f"decode ({method})"):
-            for utt, hyp in zip(batch["utts"], search(log_probs, out_lengths.cpu()),
-                                strict=True):
-                hyps[utt] = hyp
+        hyps = _search_all(bundle, ds, search, max_frames=max_frames, num_workers=num_workers,
+                           progress=progress, desc=f"decode ({method})")
         decode_seconds = time.perf_counter() - decode_started
     # WFST searches that ended in no final state of the graph used their best partial path.
     no_final = sorted(u for u, h in hyps.items() if getattr(h, "reached_final", True) is False)
@@ -268,6 +246,40 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
                 "word_penalty": word_penalty, "max_active": max_active,
                 "no_final_state": no_final} if method == "wfst" else {}),
             "out_dir": os.fspath(out_dir)}
+
+
+def _check_options(method: str | None, beam: int | None, token_prune: int | None,
+                   prior_scale: float, lm: Any, lexicon: Any, graph: Any) -> int:
+    """One clear error for options that do not fit together; returns the beam to use."""
+    if method is not None and method not in METHODS:
+        raise UserError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "lm" and lm is None and lexicon is None:
+        raise UserError("method 'lm' needs an ARPA language model (--lm; train one with "
+                        "'blspeech train-lm'), a lexicon (--lexicon: its words, no LM), or both")
+    if method != "lm" and (lm is not None or lexicon is not None):
+        raise UserError(f"--lm and --lexicon are used by method 'lm' only, not {method!r}")
+    if (method == "wfst") != (graph is not None):
+        raise UserError("method 'wfst' needs a decoding graph (--graph GRAPH_DIR, from "
+                        "'blspeech mkgraph')" if method == "wfst" else
+                        f"--graph is used by method 'wfst' only, not {method!r}")
+    beam = DEFAULT_BEAM.get(method, 1) if beam is None else int(beam)
+    if beam < 1:
+        raise UserError(f"beam must be >= 1, got {beam}")
+    if token_prune is not None and token_prune < 1:
+        raise UserError(f"token_prune must be >= 1 or None, got {token_prune}")
+    if prior_scale < 0:
+        raise UserError(f"prior_scale must be >= 0, got {prior_scale}")
+    return beam
+
+
+def _search_all(bundle: AcousticModelBundle, ds: Any, search: Callable, **batching: Any
+                ) -> dict[str, Hypothesis]:
+    """``search`` over the model's log-probabilities of every utterance of ``ds``."""
+    hyps: dict[str, Hypothesis] = {}
+    for batch, log_probs, out_lengths in bundle.batches(ds, **batching):
+        for utt, hyp in zip(batch["utts"], search(log_probs, out_lengths.cpu()), strict=True):
+            hyps[utt] = hyp
+    return hyps
 
 
 def _write_results(bundle: AcousticModelBundle, ds: Any, hyps: Mapping[str, Hypothesis],

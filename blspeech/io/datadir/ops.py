@@ -36,6 +36,55 @@ from blspeech.io.kaldi import KaldiFormatError, TableEntry
 # --- fix -----------------------------------------------------------------------------------
 
 
+def _valid_entries(d: DataDir, files: FileChecks, dropped_lines: Counter[str]
+                   ) -> dict[str, dict[str, TableEntry]]:
+    """Every table but spk2utt without its malformed lines (counted in ``dropped_lines``)
+    and without segments that end past their recording."""
+    tables: dict[str, dict[str, TableEntry]] = {}
+    for name, entries in d.tables.items():
+        if name == "spk2utt":
+            continue
+        good = {}
+        for key, e in entries.items():
+            found = files.check(name, e.value)
+            if check_value(name, e.value) or (found and found[0] == "error"):
+                dropped_lines[name] += 1
+            else:
+                good[key] = e
+        tables[name] = good
+    if "segments" in tables:  # segments past their recording's end cannot be cut out of it
+        durations = {r: float(e.value) for r, e in tables.get("reco2dur", {}).items()}
+        for utt, e in list(tables["segments"].items()):
+            reco, _, end = parse_segment(e.value)
+            if reco in durations and end > durations[reco] + END_TOLERANCE_S:
+                del tables["segments"][utt]
+                dropped_lines["segments"] += 1
+    return tables
+
+
+def _consistent_utterances(d: DataDir, tables: dict[str, dict[str, TableEntry]]) -> set[str]:
+    """The utterances in every utterance table whose recording is in every recording
+    table and whose speaker is in every speaker table."""
+    segs = "segments" in tables
+
+    def reco_of(utt: str) -> str:
+        return tables["segments"][utt].value.split()[0] if segs else utt
+
+    spk_of = {u: e.value.split()[0] for u, e in tables["utt2spk"].items()}
+    utts = set(tables["segments" if segs else "wav.scp"])
+    recos = set(tables["wav.scp"]).intersection(*(tables[n] for n in RECO_TABLES if n in tables))
+    speaker_tables = [n for n in SPK_TABLES if n in tables]
+    while True:  # dropping speakers drops utterances drops recordings ...: to a fixed point
+        kept = utts.intersection(*(tables[n] for n in UTT_TABLES if n in tables))
+        kept = {u for u in kept if reco_of(u) in recos}
+        for name in speaker_tables:
+            per_utt = per_utterance(d, name)
+            kept = {u for u in kept if (u if per_utt else spk_of[u]) in tables[name]}
+        if kept == utts:
+            return utts
+        utts = kept
+
+
 def fix_data_dir(path: str | os.PathLike, *, check_files: bool = True) -> dict:
     """Repair a data dir in place, like Kaldi's ``utils/fix_data_dir.sh``.
 
@@ -59,7 +108,6 @@ def fix_data_dir(path: str | os.PathLike, *, check_files: bool = True) -> dict:
     if not d.has("utt2spk") or not d.has("wav.scp"):
         missing = [n for n in ("wav.scp", "utt2spk") if not d.has(n)]
         raise UserError(f"{path}: cannot fix a data dir without {' and '.join(missing)}")
-    segs = d.has("segments")
     before = {"utterances": set(d.tables[d.utt_source]), "speakers": set(d.speakers()),
               "recordings": set(d.tables["wav.scp"])}
 
@@ -69,43 +117,8 @@ def fix_data_dir(path: str | os.PathLike, *, check_files: bool = True) -> dict:
     resorted = c_sorted(name for name, found in d.line_problems.items()
                          if any(p.kind == "unsorted" for p in found))
 
-    files = FileChecks(check_files)
-    tables: dict[str, dict[str, TableEntry]] = {}
-    for name, entries in d.tables.items():
-        if name == "spk2utt":
-            continue
-        good = {}
-        for key, e in entries.items():
-            found = files.check(name, e.value)
-            if check_value(name, e.value) or (found and found[0] == "error"):
-                dropped_lines[name] += 1
-            else:
-                good[key] = e
-        tables[name] = good
-    if segs:  # segments that end past their recording cannot be cut out of it
-        durations = {r: float(e.value) for r, e in tables.get("reco2dur", {}).items()}
-        for utt, e in list(tables["segments"].items()):
-            reco, _, end = parse_segment(e.value)
-            if reco in durations and end > durations[reco] + END_TOLERANCE_S:
-                del tables["segments"][utt]
-                dropped_lines["segments"] += 1
-
-    def reco_of(utt: str) -> str:
-        return tables["segments"][utt].value.split()[0] if segs else utt
-
-    spk_of = {u: e.value.split()[0] for u, e in tables["utt2spk"].items()}
-    utts = set(tables["segments" if segs else "wav.scp"])
-    recos = set(tables["wav.scp"]).intersection(*(tables[n] for n in RECO_TABLES if n in tables))
-    speaker_tables = [n for n in SPK_TABLES if n in tables]
-    while True:  # dropping speakers drops utterances drops recordings ...: to a fixed point
-        kept = utts.intersection(*(tables[n] for n in UTT_TABLES if n in tables))
-        kept = {u for u in kept if reco_of(u) in recos}
-        for name in speaker_tables:
-            per_utt = per_utterance(d, name)
-            kept = {u for u in kept if (u if per_utt else spk_of[u]) in tables[name]}
-        if kept == utts:
-            break
-        utts = kept
+    tables = _valid_entries(d, FileChecks(check_files), dropped_lines)
+    utts = _consistent_utterances(d, tables)
     if not utts and before["utterances"]:
         raise UserError(f"{path}: fixing would drop all {len(before['utterances'])} utterances; "
                         f"nothing was changed. See 'blspeech validate-data-dir {path}'.")
@@ -244,6 +257,32 @@ def _feats_conf(dirs: Sequence[DataDir], warnings: list[str]) -> bytes | None:
     return None
 
 
+def _merge_table(name: str, dirs: Sequence[DataDir]
+                 ) -> tuple[dict[str, TableEntry], str | None]:
+    """Table ``name`` of every source in one, or the speaker conflict that drops it. An
+    utterance in two sources, or a recording with two different entries, is an error."""
+    merged: dict[str, TableEntry] = {}
+    origin: dict[str, DataDir] = {}
+    for x in dirs:
+        for key, e in x.tables[name].items():
+            if key not in merged:
+                merged[key], origin[key] = TableEntry(key, e.value, 0), x
+                continue
+            first_at, now_at = origin[key].where(name, key), x.where(name, key)
+            if name in UTT_TABLES or name == "segments" or (
+                    name == "wav.scp" and not x.has("segments")):
+                raise UserError(f"utterance {key!r} is in two sources: {first_at} and "
+                                f"{now_at}; rename one copy (e.g. 'blspeech "
+                                "perturb-speed' prefixes ids) before combining")
+            if merged[key].value == e.value:
+                continue
+            if name in SPK_TABLES:
+                return merged, f"speaker {key!r} differs in {first_at} and {now_at}"
+            raise UserError(f"recording {key!r} differs in {first_at} and {now_at}; "
+                            "give the recordings distinct ids before combining")
+    return merged, None
+
+
 def combine_data_dirs(dst: str | os.PathLike, srcs: Sequence[str | os.PathLike]) -> dict:
     """Union of data dirs, like Kaldi's ``utils/combine_data.sh``.
 
@@ -287,29 +326,7 @@ def combine_data_dirs(dst: str | os.PathLike, srcs: Sequence[str | os.PathLike])
             dropped[name] = lacking
             warnings.append(f"{name} is missing in {', '.join(lacking)}; dropped")
             continue
-        merged: dict[str, TableEntry] = {}
-        origin: dict[str, DataDir] = {}
-        conflict = None
-        for x in dirs:
-            for key, e in x.tables[name].items():
-                if key not in merged:
-                    merged[key], origin[key] = TableEntry(key, e.value, 0), x
-                    continue
-                first_at, now_at = origin[key].where(name, key), x.where(name, key)
-                if name in UTT_TABLES or name == "segments" or (
-                        name == "wav.scp" and not x.has("segments")):
-                    raise UserError(f"utterance {key!r} is in two sources: {first_at} and "
-                                    f"{now_at}; rename one copy (e.g. 'blspeech "
-                                    "perturb-speed' prefixes ids) before combining")
-                if merged[key].value == e.value:
-                    continue
-                if name in SPK_TABLES:
-                    conflict = f"speaker {key!r} differs in {first_at} and {now_at}"
-                    break
-                raise UserError(f"recording {key!r} differs in {first_at} and {now_at}; "
-                                "give the recordings distinct ids before combining")
-            if conflict:
-                break
+        merged, conflict = _merge_table(name, dirs)
         if conflict:
             dropped[name] = []
             warnings.append(f"{name} dropped: {conflict} (recompute it for the combined dir)")
