@@ -109,3 +109,50 @@ def test_registry_has_presets_and_rebuilds():
         build_model("quartznet_tiny", time_subsampling=3)
     with pytest.raises(ValueError, match="one entry per stage"):
         build_model("resnet_am_tiny", blocks=[2, 2])
+
+
+def _attention(pos_enc: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    enc = build_model("conformer_tiny", pos_enc=pos_enc).eval()
+    return enc.conformer.conformer_layers[0].self_attn
+
+
+def test_relative_attention_depends_on_offsets_not_absolute_positions():
+    """Frames prepended as masked keys shift every absolute position but no offset between
+    the remaining frames: the relative attention's outputs there stay the same."""
+    from blspeech.models.rel_attention import RelPositionMultiheadAttention
+
+    attn = _attention("rel")
+    assert isinstance(attn, RelPositionMultiheadAttention)
+    torch.manual_seed(1)
+    x = torch.randn(7, 2, attn.num_heads * attn.head_dim)
+    lead = torch.randn(3, 2, x.shape[-1])
+    longer = torch.cat([lead, x])
+    mask = torch.zeros(2, 10, dtype=torch.bool)
+    mask[:, :3] = True
+    with torch.no_grad():
+        alone, _ = attn(x, x, x, key_padding_mask=torch.zeros(2, 7, dtype=torch.bool))
+        shifted, _ = attn(longer, longer, longer, key_padding_mask=mask)
+    torch.testing.assert_close(shifted[3:], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_relative_attention_knows_the_order_of_frames_and_plain_attention_does_not():
+    torch.manual_seed(2)
+    perm = torch.randperm(9)
+    for pos_enc, order_blind in (("none", True), ("rel", False)):
+        attn = _attention(pos_enc)
+        x = torch.randn(9, 1, attn.embed_dim if pos_enc == "none" else
+                        attn.num_heads * attn.head_dim)
+        no_mask = torch.zeros(1, 9, dtype=torch.bool)
+        with torch.no_grad():
+            out, _ = attn(x, x, x, key_padding_mask=no_mask, need_weights=False)
+            permuted, _ = attn(x[perm], x[perm], x[perm], key_padding_mask=no_mask,
+                               need_weights=False)
+        assert torch.allclose(permuted, out[perm], atol=1e-5) == order_blind, pos_enc
+
+
+def test_conformer_pos_enc_is_checked():
+    from blspeech.errors import UserError
+
+    with pytest.raises(UserError, match="pos_enc must be 'rel' or 'none'"):
+        build_model("conformer_tiny", pos_enc="abs")

@@ -43,6 +43,7 @@ import torch
 
 from blspeech.errors import UserError
 from blspeech.io.checkpoint import load_reason, refused_objects
+from blspeech.models.rel_attention import uses_self_attention
 
 #: The ``format`` entry that marks a file as a bundle, and the layout version.
 FORMAT = "blspeech-bundle"
@@ -134,7 +135,7 @@ class Bundle:
         return self.cmvn
 
     def _attends_globally(self) -> bool:
-        return any(isinstance(m, torch.nn.MultiheadAttention) for m in self.model.modules())
+        return uses_self_attention(self.model)
 
     def __repr__(self) -> str:
         enc = self.model.config["encoder"]["name"]

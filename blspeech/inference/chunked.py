@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from blspeech.errors import UserError
+from blspeech.models.rel_attention import uses_self_attention
 
 #: Central frames per chunk, at least: 20 s at a 10 ms frame shift.
 DEFAULT_CHUNK_FRAMES = 2000
@@ -89,7 +90,7 @@ def _subsampling(model: nn.Module) -> int:
 
 
 def _refuse_global(encoder: nn.Module) -> None:
-    if any(isinstance(m, nn.MultiheadAttention) for m in encoder.modules()):
+    if uses_self_attention(encoder):
         raise UserError(f"{type(encoder).__name__} uses self-attention over the whole "
                         "utterance, so chunked inference cannot equal full-utterance "
                         "inference; run it on the whole recording or on segments cut at pauses")

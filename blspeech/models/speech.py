@@ -53,6 +53,7 @@ from blspeech.models.blocks import (
 )
 from blspeech.models.bn_fold import register_fuse_pairs
 from blspeech.models.registry import register_model
+from blspeech.models.rel_attention import RelPositionMultiheadAttention
 
 TIME_SUBSAMPLING = (1, 2, 4)
 
@@ -418,7 +419,10 @@ class ConformerEncoder(nn.Module):
 
     The front is two 3x3 convolutions (stride 2 in time and frequency for
     ``time_subsampling=4``; the second with stride 1 for 2), ReLU, then a linear layer to
-    ``d_model``.
+    ``d_model``. ``pos_enc="rel"`` (default) gives every layer's self-attention relative
+    positional encoding as ESPnet and icefall do
+    (:class:`~blspeech.models.rel_attention.RelPositionMultiheadAttention`); ``"none"`` keeps
+    torchaudio's attention, which knows no positions.
     """
 
     def __init__(
@@ -432,10 +436,13 @@ class ConformerEncoder(nn.Module):
         subsampling_channels: int = 144,
         time_subsampling: int = 4,
         dropout: float = 0.1,
+        pos_enc: str = "rel",
     ) -> None:
         super().__init__()
         from torchaudio.models import Conformer
 
+        if pos_enc not in ("rel", "none"):
+            raise UserError(f"pos_enc must be 'rel' or 'none', got {pos_enc!r}")
         if time_subsampling not in (2, 4):
             raise UserError(f"ConformerEncoder supports time_subsampling 2 or 4, "
                             f"got {time_subsampling}")
@@ -450,6 +457,9 @@ class ConformerEncoder(nn.Module):
         self.conformer = Conformer(input_dim=d_model, num_heads=num_heads, ffn_dim=ffn_dim,
                                    num_layers=num_layers, depthwise_conv_kernel_size=conv_kernel,
                                    dropout=dropout)
+        if pos_enc == "rel":
+            for layer in self.conformer.conformer_layers:
+                layer.self_attn = RelPositionMultiheadAttention(d_model, num_heads, dropout)
         self._output_dim = d_model
         self._front_mask = PaddingMask(self.subsample, time_dim=-2)
         self._conformer_mask = PaddingMask(self.conformer, time_dim=-1)
@@ -543,7 +553,7 @@ for _preset, _cfg in _QUARTZ_PRESETS.items():
                    time_subsampling=2, dropout=0.1, **_cfg)
 for _preset, _cfg in _CONFORMER_PRESETS.items():
     register_model(f"conformer_{_preset}", conformer, num_mel_bins=40, time_subsampling=4,
-                   dropout=0.1, **_cfg)
+                   dropout=0.1, pos_enc="rel", **_cfg)
 # The preset-less names are the "small" presets.
 register_model("resnet_am", resnet_am, **_RESNET_COMMON, **_RESNET_PRESETS["small"],
                big_little=False)
