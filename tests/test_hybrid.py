@@ -340,7 +340,7 @@ def test_forward_and_decode_errors_are_one_line(corpus, hybrid_exp, capsys):
         (["forward", model, str(corpus["data"]), "scp:x.scp"], "bad wspecifier"),
         (["forward", model, str(corpus["data"]), "ark:| exit 3"], "failed with exit code 3"),
         (["decode", model, str(corpus["data"]), str(corpus["root"] / "dec")],
-         "decode it with Kaldi"),
+         "--method lm --lexicon EXP/lang/lexicon.txt, or with Kaldi"),
     ]:
         assert cli_main(args + ["--no-progress"]) == 2, args
         err = capsys.readouterr().err

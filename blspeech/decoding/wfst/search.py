@@ -59,6 +59,31 @@ class WfstHypothesis(Hypothesis):
     reached_final: bool = True
 
 
+def _check_search_options(acoustic_scale: float, beam: float, lattice_beam: float,
+                          max_active: int, min_active: int) -> None:
+    if not acoustic_scale > 0:
+        raise UserError(f"acoustic_scale must be > 0, got {acoustic_scale}")
+    if not beam > 0 or not lattice_beam > 0:
+        raise UserError(f"beam and lattice_beam must be > 0, got {beam}, {lattice_beam}")
+    if max_active < 1 or min_active < 0:
+        raise UserError(f"max_active must be >= 1 and min_active >= 0, got {max_active}, "
+                        f"{min_active}")
+
+
+def _read_graph(kaldifst: Any, path: str) -> Any:
+    """The decoding graph at ``path``, or one clear error."""
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found; build the graph with 'blspeech mkgraph'")
+    try:
+        fst = kaldifst.StdVectorFst.read(path)
+    except Exception as e:
+        raise UserError(f"cannot read {path}: {e}") from e
+    if fst is None or fst.num_states == 0:
+        raise UserError(f"{path} is not an OpenFst graph or is empty; rebuild it with "
+                        "'blspeech mkgraph'")
+    return fst
+
+
 class WfstDecoder:
     """1-best WFST search of CTC log-probabilities over a TLG graph dir, or of a hybrid
     model's pdf log-likelihoods over an HLG graph dir (:mod:`blspeech.decoding.wfst.hlg`).
@@ -92,13 +117,7 @@ class WfstDecoder:
         self._kd = kaldi_decoder
         if decoder not in DECODERS:
             raise UserError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
-        if not acoustic_scale > 0:
-            raise UserError(f"acoustic_scale must be > 0, got {acoustic_scale}")
-        if not beam > 0 or not lattice_beam > 0:
-            raise UserError(f"beam and lattice_beam must be > 0, got {beam}, {lattice_beam}")
-        if max_active < 1 or min_active < 0:
-            raise UserError(f"max_active must be >= 1 and min_active >= 0, got {max_active}, "
-                            f"{min_active}")
+        _check_search_options(acoustic_scale, beam, lattice_beam, max_active, min_active)
         graph_dir = os.fspath(graph_dir)
         self.graph_dir = graph_dir
         self.words = read_symbols(os.path.join(graph_dir, WORDS_FILE))
@@ -109,30 +128,9 @@ class WfstDecoder:
             self.vocab_size -= 1
         self.tokens = graph_tokens[: self.vocab_size]
         self.hybrid = _graph_kind(graph_dir) == "hybrid"
-        if self.hybrid != (num_pdfs is not None):
-            built, used = ("a hybrid model's pdfs", "a CTC model") if self.hybrid else (
-                "a CTC model's tokens", "a hybrid model")
-            raise UserError(f"{graph_dir} was built for {built}; it cannot decode {used}: "
-                            "build a graph for this model with 'blspeech mkgraph'")
-        if num_pdfs is not None and num_pdfs != self.vocab_size:
-            raise UserError(f"{graph_dir} was built for {self.vocab_size} pdfs, the model has "
-                            f"{num_pdfs}; build the graph from the aligner that made the "
-                            "model's targets")
-        if tokenizer is not None and list(tokenizer.tokens) != self.tokens:
-            raise UserError(f"{graph_dir} was built for other tokens than the model's "
-                            f"({self.vocab_size} graph tokens, {len(tokenizer.tokens)} model "
-                            "tokens or a different order); rebuild it with 'blspeech mkgraph' "
-                            "and the model's tokenizer dir")
-        tlg_path = os.path.join(graph_dir, HLG_FILE if self.hybrid else TLG_FILE)
-        if not os.path.isfile(tlg_path):
-            raise UserError(f"{tlg_path} not found; build the graph with 'blspeech mkgraph'")
-        try:
-            fst = kaldifst.StdVectorFst.read(tlg_path)
-        except Exception as e:
-            raise UserError(f"cannot read {tlg_path}: {e}") from e
-        if fst is None or fst.num_states == 0:
-            raise UserError(f"{tlg_path} is not an OpenFst graph or is empty; rebuild it with "
-                            "'blspeech mkgraph'")
+        self._check_model(tokenizer, num_pdfs)
+        fst = _read_graph(kaldifst, os.path.join(graph_dir,
+                                                 HLG_FILE if self.hybrid else TLG_FILE))
         if word_penalty:
             from blspeech.decoding.wfst.graph import _mapped
 
@@ -151,6 +149,24 @@ class WfstDecoder:
         #: utterances (or ``#index`` when unnamed) whose search reached no final state
         self.partial: list[str] = []
         self._count = 0
+
+    def _check_model(self, tokenizer: Any, num_pdfs: int | None) -> None:
+        """The graph must be of this model's kind and output layout."""
+        graph_dir = self.graph_dir
+        if self.hybrid != (num_pdfs is not None):
+            built, used = ("a hybrid model's pdfs", "a CTC model") if self.hybrid else (
+                "a CTC model's tokens", "a hybrid model")
+            raise UserError(f"{graph_dir} was built for {built}; it cannot decode {used}: "
+                            "build a graph for this model with 'blspeech mkgraph'")
+        if num_pdfs is not None and num_pdfs != self.vocab_size:
+            raise UserError(f"{graph_dir} was built for {self.vocab_size} pdfs, the model has "
+                            f"{num_pdfs}; build the graph from the aligner that made the "
+                            "model's targets")
+        if tokenizer is not None and list(tokenizer.tokens) != self.tokens:
+            raise UserError(f"{graph_dir} was built for other tokens than the model's "
+                            f"({self.vocab_size} graph tokens, {len(tokenizer.tokens)} model "
+                            "tokens or a different order); rebuild it with 'blspeech mkgraph' "
+                            "and the model's tokenizer dir")
 
     def decode(self, log_probs: torch.Tensor, utt: str | None = None) -> WfstHypothesis:
         """One utterance's ``(T, V)`` log-probabilities -> its 1-best
