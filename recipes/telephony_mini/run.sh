@@ -47,8 +47,9 @@
 #      targets (EXP/hybrid_<encoder>/hybrid_summary.json, final.bundle with the tuned
 #      search settings); EXP/RESULTS_hybrid.md. With --aligner gmm: an HLG graph of the
 #      GMM's HMMs, its lexicon and the 3-gram LM (EXP/gmm/graph), prior and acoustic
-#      scale tuned on dev, WFST decoding (local/hybrid_gmm_decode.py);
-#      EXP/RESULTS_hybrid_gmm.md
+#      scale tuned on dev, WFST decoding, and flashlight's lexicon search over the phones
+#      with and without the LM, tuned on dev (local/hybrid_gmm_decode.py; decode_SET,
+#      decode_lm_SET, decode_nolm_SET); EXP/RESULTS_hybrid_gmm.md
 #
 # Every stage can be re-run and an interrupted run resumes: the corpus, feature and
 # decoding stages keep finished work, training continues from EXP/<encoder>/last.pt, and
@@ -477,7 +478,7 @@ if (( stage <= 9 && 9 <= stop_stage )); then
     if [[ -f $hexp/hybrid_summary.json && $hexp/hybrid_summary.json -nt $hexp/final.pt ]]; then
       echo "stage 9: $hexp/hybrid_summary.json is up to date"
     elif [[ $aligner == gmm ]]; then
-      echo "stage 9: HLG graph, tuning on dev, WFST decoding and frame accuracy of $hexp"
+      echo "stage 9: HLG graph, tuning on dev, WFST and lexicon decoding, frame accuracy of $hexp"
       "$PYTHON" local/hybrid_gmm_decode.py --model "$hexp/final.pt" --data-dir "$data_dir" \
         --gmm-dir "$ali_root" --lm "$lm" --test-sets "${test_sets[*]}" --device "$device"
     else
