@@ -104,7 +104,10 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Destroy the process group if one exists (call once, at exit)."""
+    """Destroy the process group if one exists (call once, at exit). After a run that
+    ended normally, call :func:`barrier` first: a rank that tears down its Gloo connections
+    while another still uses them can make that one abort at exit ("terminate called
+    without an active exception", seen once in a 2-process CPU test)."""
     if is_initialized():
         dist.destroy_process_group()
 

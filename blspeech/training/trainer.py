@@ -169,7 +169,9 @@ def train(config: Mapping[str, Any], *, train_dir: str | os.PathLike,
                    os.fspath(exp_dir), device, resume, train_ali, dev_ali)
     ctx = dist_utils.init_distributed(device)
     try:
-        return _Run(prep, ctx).run()
+        summary = _Run(prep, ctx).run()
+        dist_utils.barrier()  # see dist_utils.cleanup
+        return summary
     finally:
         _close_logging()
         dist_utils.cleanup()

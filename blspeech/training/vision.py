@@ -320,7 +320,9 @@ def run_training(args: argparse.Namespace) -> int:
 
     ctx = _init_distributed(args.device)
     try:
-        return _train(args, ctx, model, classes, train_set, val_set, ckpt)
+        code = _train(args, ctx, model, classes, train_set, val_set, ckpt)
+        dist_utils.barrier()  # see dist_utils.cleanup
+        return code
     finally:
         _close_logging()
         dist_utils.cleanup()
