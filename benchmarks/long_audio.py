@@ -103,7 +103,7 @@ def load(cfg: dict[str, Any]) -> tuple[Any, Any]:
         from blspeech.inference.model import load_acoustic_model
 
         bundle = load_acoustic_model(cfg["checkpoint"], cfg["device"])
-        frontend = dict(bundle.frontend or {"num_mel_bins": bundle.feature_dim or 40})
+        frontend = dict(bundle.frontend_config or {"num_mel_bins": bundle.feature_dim or 40})
         frontend.update(dither=0.0)
         return bundle, LogMel(**frontend).to(bundle.device)
     from blspeech.inference.model import fused_for_inference

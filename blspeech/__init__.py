@@ -1,7 +1,8 @@
 """blspeech: Big-Little Network acoustic models for speech recognition.
 
-``blspeech.load_bundle(path)`` loads a trained model for use in other code (see
-:mod:`blspeech.inference.bundle`); the rest lives in the subpackages.
+``blspeech.load_bundle(path)`` loads a trained model for use in other code (a
+:class:`~blspeech.inference.model.Bundle`, see :mod:`blspeech.inference.bundle`); the rest
+lives in the subpackages.
 """
 
 from __future__ import annotations

@@ -94,6 +94,28 @@ def test_encode_is_the_encoder_on_normalized_features(trained):
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]), atol=1e-4)
 
 
+def test_a_checkpoint_and_its_bundle_file_load_as_one_kind_of_object(trained, tmp_path):
+    """load_acoustic_model (BatchNorm folded) and load_bundle give the same class with the
+    same outputs, and a loaded bundle file decodes a data dir like its checkpoint."""
+    from blspeech.inference.model import Bundle, load_acoustic_model
+
+    from_ckpt = load_acoustic_model(trained["ckpt"])
+    from_file = blspeech.load_bundle(trained["bundle"])
+    assert type(from_ckpt) is Bundle and type(from_file) is Bundle
+    audio, _ = sf.read(next(iter(trained["wavs"].values())), dtype="float32")
+    feats, frames = from_file.features(torch.from_numpy(audio))
+    a, a_lengths = from_ckpt.log_probs(feats, frames)
+    b, b_lengths = from_file.log_probs(feats, frames)
+    assert torch.equal(a_lengths, b_lengths)
+    assert float((a - b).abs().max()) < 1e-3
+    wav = next(iter(trained["wavs"].values()))
+    assert from_ckpt.transcribe(wav) == from_file.transcribe(wav)
+    decode_data_dir(from_file, trained["data"], tmp_path / "decode", progress=False)
+    got = {u: e.value for u, e in read_table(tmp_path / "decode" / "text",
+                                             allow_empty_value=True).items()}
+    assert got == trained["hyps"]
+
+
 def test_transcribe_command_text_and_ctm(trained):
     wav = trained["wavs"][sorted(trained["wavs"])[0]]
     utt = sorted(trained["wavs"])[0]
@@ -145,7 +167,7 @@ def test_foreign_corrupt_and_malicious_files_are_rejected(trained, tmp_path, mon
     cases[future] = "bundle version 99"
     broken = tmp_path / "broken.bundle"
     torch.save({**entries, "model": {"head.weight": torch.zeros(1)}}, broken)
-    cases[broken] = "inconsistent bundle"
+    cases[broken] = "the weights do not fit the model config"
     cases[tmp_path / "missing.bundle"] = "not found"
     for path, message in cases.items():
         with pytest.raises(UserError, match=message):

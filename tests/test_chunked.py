@@ -16,7 +16,7 @@ from blspeech.inference.chunked import (
     plan_chunks,
     receptive_field,
 )
-from blspeech.inference.model import AcousticModelBundle
+from blspeech.inference.model import Bundle
 from blspeech.models import build_model, fuse
 from blspeech.models.asr import CTCModel, HybridModel
 
@@ -232,9 +232,8 @@ def test_chunked_log_probs_applies_the_bundle_cmvn(models):
     stats = torch.zeros(2, 41, dtype=torch.float64)
     stats[0, :40], stats[1, :40] = feats.sum(0) * 2, (feats.double() ** 2).sum(0) * 2
     stats[0, 40] = 2 * len(feats)
-    bundle = AcousticModelBundle(model=model, tokenizer=None, normalizer=None, frontend={},
-                                 cmvn="global", cmvn_stats=stats, norm_vars=True,
-                                 data_source="feats", device=torch.device("cpu"))
+    bundle = Bundle(model, cmvn="global", cmvn_stats=stats, norm_vars=True,
+                    data_source="feats", device="cpu")
     want, lengths = bundle.log_probs(feats[None], torch.tensor([len(feats)]))
     got, n = chunked_log_probs(bundle, feats, chunk_frames=64)
     assert n == int(lengths[0]) and got.dtype == torch.float32

@@ -269,7 +269,7 @@ def frame_accuracy(bundle: Any, data_dir: str | os.PathLike, ali_rspecifier: str
                    ali_subsampling: int = 1, tolerance: int = 2, max_frames: int = 20000
                    ) -> dict[str, Any]:
     """Frame accuracy (%) of a hybrid model (an
-    :class:`~blspeech.inference.model.AcousticModelBundle`) against alignments of ``data_dir``:
+    :class:`~blspeech.inference.model.Bundle`) against alignments of ``data_dir``:
     the share of output frames whose most likely pdf is the aligned one."""
     ds = bundle.dataset(data_dir, transcripts=False)
     alis, missing = read_alignments(ali_rspecifier, ds.utts, ds.lengths,

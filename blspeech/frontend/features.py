@@ -315,6 +315,35 @@ class CMVN(nn.Module):
         return out
 
 
+class Normalize(nn.Module):
+    """CMVN of a trained model at inference on a padded batch: the training data's global
+    statistics (``cmvn``, a :class:`CMVN`), nothing (``mode`` none), or each utterance's own
+    statistics (models trained with per-speaker or per-utterance CMVN: a speaker's stats are
+    not known for one recording). Padded frames stay 0. Tensor ops only, so
+    :mod:`blspeech.inference.export` traces it as it is."""
+
+    def __init__(self, mode: str, cmvn: nn.Module | None, norm_vars: bool) -> None:
+        super().__init__()
+        self.mode = mode
+        self.cmvn = cmvn
+        self.norm_vars = bool(norm_vars)
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        if self.cmvn is not None:
+            return self.cmvn(feats, lengths)
+        valid = torch.arange(feats.shape[1], device=feats.device)[None] < lengths[:, None]
+        if self.mode == "none":
+            return feats * valid[..., None]
+        w = valid[..., None].to(feats.dtype)
+        n = w.sum(1, keepdim=True).clamp(min=1)
+        mean = (feats * w).sum(1, keepdim=True) / n
+        out = feats - mean
+        if self.norm_vars:
+            var = ((out * w) ** 2).sum(1, keepdim=True) / n
+            out = out / var.clamp(min=1e-20).sqrt()
+        return out * w
+
+
 def apply_cmvn(feats: np.ndarray | Tensor, stats: np.ndarray | Tensor,
                norm_vars: bool = True) -> np.ndarray | Tensor:
     """Normalise one utterance's ``(T, dim)`` features with Kaldi stats (like ``apply-cmvn``).

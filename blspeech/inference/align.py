@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from blspeech.errors import UserError
-from blspeech.inference.model import AcousticModelBundle, load_acoustic_model
+from blspeech.inference.model import Bundle, load_acoustic_model
 
 
 def token_spans(path: list[int], blank: int = 0) -> list[tuple[int, int, int]]:
@@ -82,7 +82,7 @@ def align_utterance(log_probs: torch.Tensor, targets: list[int], blank: int = 0
     return path[0].tolist(), float(scores[0].sum())
 
 
-def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
+def align_data_dir(checkpoint: str | os.PathLike | Bundle,
                    data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                    max_frames: int = 20000, num_workers: int = 0, device: str = "cpu",
                    allow_wavscp_commands: bool | None = None, progress: bool = True,
@@ -94,7 +94,7 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     ``utterances``, ``aligned``, ``unaligned`` (count), ``frames``, ``avg_logprob``
     (per frame, over aligned utterances) and the output paths.
     """
-    bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
+    bundle = (checkpoint if isinstance(checkpoint, Bundle)
               else load_acoustic_model(checkpoint, device))
     if bundle.is_hybrid:
         raise UserError(f"{bundle.path} is a hybrid model; forced alignment needs a CTC model")
@@ -123,7 +123,7 @@ def align_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
             "unaligned_list": bad_path if unaligned else None, "hybrid_targets": targets}
 
 
-def _align_all(bundle: AcousticModelBundle, ds: Any, **batching: Any
+def _align_all(bundle: Bundle, ds: Any, **batching: Any
                ) -> tuple[dict[str, np.ndarray], dict[str, list[str]], dict[str, str],
                           float, int]:
     """Every utterance's token path and CTM lines, the unaligned ones with the reason, and

@@ -354,7 +354,7 @@ def chunked_log_probs(model_or_bundle: Any, feats: torch.Tensor | FrameSource, *
     """Float32 log-probabilities ``(T', V)`` and ``T'`` of one long recording.
 
     ``model_or_bundle`` is an acoustic model or an object with ``.model`` and ``.device``
-    (:class:`~blspeech.inference.model.AcousticModelBundle`, a loaded bundle). A bundle's global
+    (a :class:`~blspeech.inference.model.Bundle`). A bundle's global
     CMVN is applied to each chunk's features as ``log_probs`` applies it to a batch (it is
     per frame, so chunking does not change it); with per-speaker or per-utterance CMVN,
     pass features already normalized.
@@ -371,8 +371,8 @@ def chunked_log_probs(model_or_bundle: Any, feats: torch.Tensor | FrameSource, *
 
 
 def _bundle_cmvn(bundle: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    # Both kinds of loaded model keep their global CMVN as a blspeech.frontend.features.CMVN.
-    cmvn = getattr(bundle, "global_cmvn", None)
+    # A Bundle keeps its global CMVN as a blspeech.frontend.features.CMVN.
+    cmvn = getattr(bundle, "cmvn", None)
     if cmvn is None:
         return None
     return lambda x: cmvn(x.to(cmvn.mean.device))

@@ -49,7 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blspeech.decoding.ctc import greedy_batch
 from blspeech.errors import UserError
-from blspeech.inference.model import AcousticModelBundle, fused_for_inference, load_acoustic_model
+from blspeech.inference.model import Bundle, fused_for_inference, load_acoustic_model
 from blspeech.io.fileio import atomic_write
 
 #: Seconds of audio in the FLOP-counting input.
@@ -83,7 +83,7 @@ def rounds_stable(runs: Mapping[str, Sequence[float]], ratio_iqrs: Sequence[floa
     return spread <= MAX_ROUND_SPREAD and iqr <= MAX_RATIO_IQR
 
 
-def count_flops(bundle: AcousticModelBundle, seconds: float = FLOP_SECONDS) -> int:
+def count_flops(bundle: Bundle, seconds: float = FLOP_SECONDS) -> int:
     """FLOPs of one forward pass of ``bundle``'s model over ``seconds`` of audio."""
     dim = bundle.feature_dim
     if dim is None:
@@ -97,13 +97,13 @@ def count_flops(bundle: AcousticModelBundle, seconds: float = FLOP_SECONDS) -> i
     return int(counter.get_total_flops())
 
 
-def _timed_decode(bundle: AcousticModelBundle, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
+def _timed_decode(bundle: Bundle, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]
                   ) -> float:
     sync = torch.cuda.synchronize if bundle.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
     for feats, lengths in batches:
-        log_probs, out_lengths = bundle.log_probs(feats, lengths)
+        log_probs, out_lengths = bundle.log_probs(feats, lengths, normalized=True)
         greedy_batch(log_probs, out_lengths)
     sync()
     return time.perf_counter() - start
@@ -131,32 +131,10 @@ def measure_efficiency(checkpoints: Mapping[str, str | os.PathLike], data_dir: s
     if threads:
         torch.set_num_threads(threads)
     try:
-        bundles, params = {}, {}
-        for name, path in checkpoints.items():
-            bundle = load_acoustic_model(path, device, fuse_bn=False)
-            # Parameters as trained: folding BN into the convs changes their count.
-            params[name] = sum(p.numel() for p in bundle.model.parameters())
-            bundle.model = fused_for_inference(bundle.model)  # timed as blspeech decode runs
-            bundles[name] = bundle
-        inputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-        audio_seconds, utterances = 0.0, 0
-        for name, bundle in bundles.items():
-            ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
-            if max_utts and len(ds) > max_utts:
-                ds = torch.utils.data.Subset(ds, range(max_utts))
-                ds.lengths = ds.dataset.lengths[:max_utts]  # what bundle.batches sorts by
-            # One untimed pass reads the features (and warms the model up).
-            inputs[name] = [(b["feats"], b["lengths"])
-                            for b, _, _ in bundle.batches(ds, max_frames=max_frames,
-                                                          num_workers=num_workers)]
-            seconds = sum(ds.lengths) * bundle.frame_shift
-            if audio_seconds and abs(seconds - audio_seconds) > 1e-6:
-                raise UserError(f"{checkpoints[name]}: its features of {data_dir} last "
-                                f"{seconds:.2f} s, the other models' {audio_seconds:.2f} s; "
-                                "compare models trained on the same front-end")
-            audio_seconds, utterances = seconds, len(ds)
-        if audio_seconds <= 0:
-            raise UserError(f"{data_dir} has no audio to decode")
+        bundles, params = _load_for_timing(checkpoints, device)
+        inputs, audio_seconds, utterances = _timing_inputs(
+            bundles, checkpoints, data_dir, max_utts=max_utts, max_frames=max_frames,
+            num_workers=num_workers, allow_wavscp_commands=allow_wavscp_commands)
         names = list(bundles)
         runs: dict[str, list[float]] = {name: [] for name in names}
         from tqdm import tqdm
@@ -186,6 +164,46 @@ def measure_efficiency(checkpoints: Mapping[str, str | os.PathLike], data_dir: s
         return results
     finally:
         torch.set_num_threads(old_threads)
+
+
+def _load_for_timing(checkpoints: Mapping[str, str | os.PathLike], device: str
+                     ) -> tuple[dict[str, Bundle], dict[str, int]]:
+    """Each model as ``blspeech decode`` runs it, and its parameter count as trained."""
+    bundles, params = {}, {}
+    for name, path in checkpoints.items():
+        bundle = load_acoustic_model(path, device, fuse_bn=False)
+        # Parameters as trained: folding BN into the convs changes their count.
+        params[name] = sum(p.numel() for p in bundle.model.parameters())
+        bundle.model = fused_for_inference(bundle.model)
+        bundles[name] = bundle
+    return bundles, params
+
+
+def _timing_inputs(bundles: Mapping[str, Bundle], checkpoints: Mapping[str, Any],
+                   data_dir: str | os.PathLike, *, max_utts: int, max_frames: int,
+                   num_workers: int, allow_wavscp_commands: bool | None
+                   ) -> tuple[dict[str, list[tuple[torch.Tensor, torch.Tensor]]], float, int]:
+    """Each model's feature batches of ``data_dir`` (read in one untimed pass that also
+    warms the model up), the seconds of audio and the number of utterances."""
+    inputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+    audio_seconds, utterances = 0.0, 0
+    for name, bundle in bundles.items():
+        ds = bundle.dataset(data_dir, allow_wavscp_commands=allow_wavscp_commands)
+        if max_utts and len(ds) > max_utts:
+            ds = torch.utils.data.Subset(ds, range(max_utts))
+            ds.lengths = ds.dataset.lengths[:max_utts]  # what bundle.batches sorts by
+        inputs[name] = [(b["feats"], b["lengths"])
+                        for b, _, _ in bundle.batches(ds, max_frames=max_frames,
+                                                      num_workers=num_workers)]
+        seconds = sum(ds.lengths) * bundle.frame_shift
+        if audio_seconds and abs(seconds - audio_seconds) > 1e-6:
+            raise UserError(f"{checkpoints[name]}: its features of {data_dir} last "
+                            f"{seconds:.2f} s, the other models' {audio_seconds:.2f} s; "
+                            "compare models trained on the same front-end")
+        audio_seconds, utterances = seconds, len(ds)
+    if audio_seconds <= 0:
+        raise UserError(f"{data_dir} has no audio to decode")
+    return inputs, audio_seconds, utterances
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[bool]:

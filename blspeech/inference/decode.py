@@ -46,7 +46,7 @@ from blspeech.decoding.ctc import (
     prefix_beam_search,
 )
 from blspeech.errors import UserError
-from blspeech.inference.model import AcousticModelBundle, load_acoustic_model
+from blspeech.inference.model import Bundle, load_acoustic_model
 
 METHODS = ("greedy", "beam", "lm", "viterbi", "wfst")
 #: Beam widths when none is given: prefix beam search is Python (small beam); the
@@ -89,7 +89,7 @@ def viterbi_searcher(model: torch.nn.Module, insertion_penalty: float, prior_sca
     return search
 
 
-def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
+def _check_method(method: str | None, bundle: Bundle) -> str:
     """The method to use for this model (default: greedy for CTC, viterbi for hybrid)."""
     if method is None:
         method = "viterbi" if bundle.is_hybrid else "greedy"
@@ -112,7 +112,7 @@ def _check_method(method: str | None, bundle: AcousticModelBundle) -> str:
     return method
 
 
-def _on_log_likelihoods(bundle: AcousticModelBundle, prior_scale: float, decode_batch: Callable
+def _on_log_likelihoods(bundle: Bundle, prior_scale: float, decode_batch: Callable
                         ) -> Callable[[torch.Tensor, torch.Tensor], list[Hypothesis]]:
     """A hybrid model's search: ``decode_batch`` reads its pdfs' scaled log-likelihoods."""
     def search(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[Hypothesis]:
@@ -121,7 +121,7 @@ def _on_log_likelihoods(bundle: AcousticModelBundle, prior_scale: float, decode_
     return search
 
 
-def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: int | None,
+def _searcher(method: str, bundle: Bundle, beam: int, token_prune: int | None,
               lm: str | os.PathLike | None, lexicon: str | os.PathLike | None,
               lm_weight: float, word_score: float, prior_scale: float,
               wfst: Mapping[str, Any] | None = None):
@@ -161,7 +161,7 @@ def _searcher(method: str, bundle: AcousticModelBundle, beam: int, token_prune: 
     return decoder.decode_batch
 
 
-def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
+def decode_data_dir(checkpoint: str | os.PathLike | Bundle,
                     data_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     method: str | None = None, beam: int | None = None,
                     lm: str | os.PathLike | None = None,
@@ -211,7 +211,7 @@ def decode_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     """
     started = time.perf_counter()
     beam = _check_options(method, beam, token_prune, prior_scale, lm, lexicon, graph)
-    bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
+    bundle = (checkpoint if isinstance(checkpoint, Bundle)
               else load_acoustic_model(checkpoint, device))
     method = _check_method(method, bundle)
     # Build the search first: a bad LM or lexicon should fail before minutes of decoding.
@@ -272,7 +272,7 @@ def _check_options(method: str | None, beam: int | None, token_prune: int | None
     return beam
 
 
-def _search_all(bundle: AcousticModelBundle, ds: Any, search: Callable, **batching: Any
+def _search_all(bundle: Bundle, ds: Any, search: Callable, **batching: Any
                 ) -> dict[str, Hypothesis]:
     """``search`` over the model's log-probabilities of every utterance of ``ds``."""
     hyps: dict[str, Hypothesis] = {}
@@ -282,7 +282,7 @@ def _search_all(bundle: AcousticModelBundle, ds: Any, search: Callable, **batchi
     return hyps
 
 
-def _write_results(bundle: AcousticModelBundle, ds: Any, hyps: Mapping[str, Hypothesis],
+def _write_results(bundle: Bundle, ds: Any, hyps: Mapping[str, Hypothesis],
                    data_dir: str, out_dir: str) -> dict[str, Any]:
     """Write text, ctm and (with references) wer.json/wer.txt; return the score summary."""
     from blspeech.io.fileio import atomic_write

@@ -99,7 +99,7 @@ import torch
 from torch import nn
 
 from blspeech.errors import UserError
-from blspeech.inference.bundle import Normalize
+from blspeech.frontend.features import Normalize
 
 FORMATS = ("torchscript", "onnx", "sherpa-onnx")
 #: Encoder classes (``blspeech.models.speech``) export supports.
@@ -386,7 +386,7 @@ def resolve_format(format: str | None, output: str | os.PathLike) -> str:
 
 def export_bundle(bundle: str | os.PathLike | Any, output: str | os.PathLike,
                   format: str | None = None, *, check: bool = True) -> dict[str, Any]:
-    """Export ``bundle`` (a path or a loaded :class:`~blspeech.inference.bundle.Bundle`) to
+    """Export ``bundle`` (a path or a loaded :class:`~blspeech.inference.model.Bundle`) to
     ``output``.
 
     ``format``: ``torchscript`` (waveform in) or ``onnx`` (features in); None picks it from

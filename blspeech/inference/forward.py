@@ -40,7 +40,7 @@ from typing import IO, Any
 import numpy as np
 
 from blspeech.errors import UserError
-from blspeech.inference.model import AcousticModelBundle, load_acoustic_model
+from blspeech.inference.model import Bundle, load_acoustic_model
 
 
 def parse_wspecifier(wspecifier: str) -> tuple[str, str | None]:
@@ -72,7 +72,7 @@ def parse_wspecifier(wspecifier: str) -> tuple[str, str | None]:
     return target, None
 
 
-def _records(bundle: AcousticModelBundle, ds: Any, prior_scale: float, max_frames: int,
+def _records(bundle: Bundle, ds: Any, prior_scale: float, max_frames: int,
              num_workers: int, progress: bool, stats: dict[str, Any]
              ) -> Iterator[tuple[str, np.ndarray]]:
     for batch, log_probs, out_lengths in bundle.batches(
@@ -96,7 +96,7 @@ def _stream(out: IO[bytes], records: Iterator[tuple[str, np.ndarray]]) -> None:
         out.flush()  # a downstream decoder starts on each utterance as soon as it is ready
 
 
-def forward_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
+def forward_data_dir(checkpoint: str | os.PathLike | Bundle,
                      data_dir: str | os.PathLike, wspecifier: str, *,
                      prior_scale: float | None = None, max_frames: int = 20000,
                      num_workers: int = 0, device: str = "cpu",
@@ -108,7 +108,7 @@ def forward_data_dir(checkpoint: str | os.PathLike | AcousticModelBundle,
     ``prior_scale`` (hybrid models only; default 1.0) scales the log-priors subtracted
     from the log posteriors; 0 writes log posteriors.
     """
-    bundle = (checkpoint if isinstance(checkpoint, AcousticModelBundle)
+    bundle = (checkpoint if isinstance(checkpoint, Bundle)
               else load_acoustic_model(checkpoint, device))
     if prior_scale is not None and not bundle.is_hybrid:
         raise UserError(f"{bundle.path} is a CTC model: it has no priors (--prior-scale is for "
