@@ -39,8 +39,10 @@ import platform
 import statistics
 import sys
 import time
+from typing import Any
 
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode
 
 from blspeech.models import build_model
@@ -64,10 +66,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     p.add_argument("--padded", action="store_true",
                    help="every other utterance 5%% shorter: padding masks at work")
+    p.add_argument("--bl-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Big-Little setting of the bL model other than the preset's, e.g. "
+                        "beta=2 or bl_stages=3 (repeatable; the baseline is unchanged)")
     p.add_argument("--breakdown", action="store_true",
                    help="also profile --steps steps per model: convolution time against "
                         "the rest (BatchNorm, masks, activations, loss, optimizer)")
     args = p.parse_args(argv)
+    try:
+        args.bl_overrides = {k: yaml.safe_load(v) for k, v in
+                             (item.split("=", 1) for item in args.bl_set)}
+    except ValueError:
+        p.error(f"--bl-set takes KEY=VALUE, got {args.bl_set}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda, but CUDA is not available here")
     return args
@@ -86,12 +96,14 @@ def flops_per_second(model: torch.nn.Module, device: torch.device) -> float:
 class Trainer:
     """One model, its optimizer and a fixed batch."""
 
-    def __init__(self, name: str, args: argparse.Namespace, device: torch.device) -> None:
+    def __init__(self, name: str, args: argparse.Namespace, device: torch.device,
+                 overrides: dict[str, Any] | None = None) -> None:
         torch.manual_seed(0)
         self.name = name
         self.device = device
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-        self.model = CTCModel(build_model(name), args.vocab).to(device, memory_format=fmt)
+        self.model = CTCModel(build_model(name, **(overrides or {})), args.vocab).to(
+            device, memory_format=fmt)
         self.flops = flops_per_second(self.model, device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         frames = int(args.seconds / FRAME_SHIFT)
@@ -150,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     names = [f"resnet_am_{args.preset}", f"bl_resnet_am_{args.preset}"]
-    trainers = [Trainer(n, args, device) for n in names]
+    trainers = [Trainer(names[0], args, device),
+                Trainer(names[1], args, device, args.bl_overrides)]
     for t in trainers:
         for _ in range(args.warmup):
             t.step()
@@ -183,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{torch.get_num_threads()} threads)"),
         "dtype": "bf16 autocast" if device.type == "cuda" else "float32",
         "torch": torch.__version__, "batch": args.batch, "seconds": args.seconds,
+        "bl_overrides": args.bl_overrides,
         "channels_last": args.channels_last, "padded": args.padded,
         "models": rows,
         "time_ratio_bl_over_baseline": round(bl["step_seconds"] / base["step_seconds"], 3),

@@ -110,37 +110,12 @@ def compute_feats(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     utts = reader.utterance_ids
     if not utts:
         raise UserError(f"{data_dir / 'wav.scp'}: no utterances")
-    given = load_frontend_config(frontend_config)
-    cfg = merge_config(LogMel().config(), given)
-    if sample_rate is not None:
-        cfg["sample_rate"] = int(sample_rate)
-    elif "sample_rate" not in given:
-        try:
-            cfg["sample_rate"] = _probe_rate(reader, skip_bad)
-        except AudioError as e:
-            raise UserError(f"{e}; fix the input, or give the rate (--sample-rate) and pass "
-                            "--skip-bad to leave bad utterances out") from e
-    try:
-        cfg = LogMel(**cfg).config()  # validates and normalises types
-    except TypeError as e:
-        raise UserError(f"bad front-end config: {e}") from e
-
+    cfg = _feats_config(frontend_config, sample_rate, reader, skip_bad)
     out_dir = out_dir.resolve()
     with _disk_full_is_user_error(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
         _claim_out_dir(out_dir, data_dir)
-    nj = max(1, min(int(nj), len(utts)))
-    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
-    _remove_jobs_beyond(out_dir, nj)
-    jobs = []
-    for j in range(nj):
-        shard = utts[bounds[j]:bounds[j + 1]]
-        # A file replaced in place keeps its wav.scp line: its size and mtime change the key.
-        key = _job_key(cfg, resample, allow,
-                       [(u, reader.source(u), reader.file_stamp(u)) for u in shard])
-        jobs.append(dict(index=j + 1, utts=shard, key=key, data_dir=str(data_dir),
-                         out_dir=str(out_dir), config=cfg, resample=resample,
-                         allow_commands=allow, skip_bad=skip_bad))
+    jobs = _plan_jobs(reader, out_dir, data_dir, nj, cfg, resample, allow, skip_bad)
     pending = [job for job in jobs if _read_marker(out_dir, job["index"], job["key"]) is None]
 
     from tqdm import tqdm
@@ -165,6 +140,48 @@ def compute_feats(data_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                         "utterances out")
     return _finish(data_dir, out_dir, jobs, markers, bad, cfg, len(jobs) - len(pending),
                    started)
+
+
+def _feats_config(frontend_config: Mapping[str, Any] | str | os.PathLike | None,
+                  sample_rate: int | None, reader: AudioReader, skip_bad: bool
+                  ) -> dict[str, Any]:
+    """The full LogMel config: the given options over the defaults, the rate from
+    ``sample_rate``, the options or else the first readable utterance."""
+    given = load_frontend_config(frontend_config)
+    cfg = merge_config(LogMel().config(), given)
+    if sample_rate is not None:
+        cfg["sample_rate"] = int(sample_rate)
+    elif "sample_rate" not in given:
+        try:
+            cfg["sample_rate"] = _probe_rate(reader, skip_bad)
+        except AudioError as e:
+            raise UserError(f"{e}; fix the input, or give the rate (--sample-rate) and pass "
+                            "--skip-bad to leave bad utterances out") from e
+    try:
+        return LogMel(**cfg).config()  # validates and normalises types
+    except TypeError as e:
+        raise UserError(f"bad front-end config: {e}") from e
+
+
+def _plan_jobs(reader: AudioReader, out_dir: Path, data_dir: Path, nj: int,
+               cfg: Mapping[str, Any], resample: bool, allow: bool, skip_bad: bool
+               ) -> list[dict[str, Any]]:
+    """``nj`` contiguous shards of the utterances, each with the key that says whether an
+    earlier run already computed it (the config and every input file's identity)."""
+    utts = reader.utterance_ids
+    nj = max(1, min(int(nj), len(utts)))
+    bounds = np.linspace(0, len(utts), nj + 1).round().astype(int)
+    _remove_jobs_beyond(out_dir, nj)
+    jobs = []
+    for j in range(nj):
+        shard = utts[bounds[j]:bounds[j + 1]]
+        # A file replaced in place keeps its wav.scp line: its size and mtime change the key.
+        key = _job_key(cfg, resample, allow,
+                       [(u, reader.source(u), reader.file_stamp(u)) for u in shard])
+        jobs.append(dict(index=j + 1, utts=shard, key=key, data_dir=str(data_dir),
+                         out_dir=str(out_dir), config=cfg, resample=resample,
+                         allow_commands=allow, skip_bad=skip_bad))
+    return jobs
 
 
 def _probe_rate(reader: AudioReader, skip_bad: bool) -> int:

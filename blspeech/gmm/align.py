@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -63,21 +64,9 @@ def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
     tick = progress(n * (num_iters + 1), 0) if progress else None
     result = train_mono(feats, prons, phones, num_iters=num_iters, totgauss=totgauss,
                         progress=tick, nj=nj)
-    for utt, reason in sorted(skipped.items()):
-        import warnings
-
-        warnings.warn(f"utterance {utt}: {reason}; skipped (listed in skipped.txt)",
-                      stacklevel=2)
+    _warn_skipped(skipped, "")
     skipped.update(result.skipped)
-    from blspeech.gmm.topology import topology_text
-
-    with open(os.path.join(exp, "topo"), "w", encoding="utf-8") as f:
-        f.write(topology_text(len(phones), silence=(1,)))
-    # Each phone's pdfs, state by state: the H of a decoding graph ('blspeech mkgraph').
-    with open(os.path.join(exp, "lang", "hmm.txt"), "w", encoding="utf-8") as f:
-        hmms = result.model.hmms
-        f.writelines(f"{phone} {' '.join(map(str, hmms[i].pdfs))}\n"
-                     for i, phone in enumerate(phones, 1))
+    _write_model_files(exp, phones, result.model)
     info: dict[str, Any] = {
         "data_dir": os.fspath(data_dir), "phones": len(phones),
         "num_pdfs": result.model.num_pdfs, "gaussians": int(result.model.am.num_gauss),
@@ -89,22 +78,43 @@ def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
         "train": write_alignments(exp, result.model, result.alignments, skipped),
     }
     for d, name in zip(align_dirs, names, strict=True):
-        dprons, dskipped = transcripts_to_prons(texts[os.fspath(d)], lex)
-        dfeats = gmm_features(d, sorted(dprons, key=str.encode))
-        tick = progress(len(dprons), 1) if progress else None
-        alis, failed = align_all(result.model, dfeats, dprons, tick, nj)
-        dskipped.update(failed)
-        for utt, reason in sorted(dskipped.items()):
-            import warnings
-
-            warnings.warn(f"{os.fspath(d)}: utterance {utt}: {reason}; skipped (listed in "
-                          "skipped.txt)", stacklevel=2)
-        info[f"ali_{name}"] = write_alignments(os.path.join(exp, f"ali_{name}"),
-                                               result.model, alis, dskipped)
+        info[f"ali_{name}"] = _align_dir(d, texts[os.fspath(d)], lex, result.model,
+                                         os.path.join(exp, f"ali_{name}"), progress, nj)
     info["seconds"] = round(time.time() - t0, 1)
     with open(os.path.join(exp, "info.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1)
     return info
+
+
+def _warn_skipped(skipped: dict[str, str], where: str) -> None:
+    for utt, reason in sorted(skipped.items()):
+        warnings.warn(f"{where}utterance {utt}: {reason}; skipped (listed in skipped.txt)",
+                      stacklevel=3)
+
+
+def _write_model_files(exp: str, phones: Sequence[str], model: Any) -> None:
+    """``topo`` and ``lang/hmm.txt``: each phone's pdfs, state by state (the H of a
+    decoding graph, 'blspeech mkgraph')."""
+    from blspeech.gmm.topology import topology_text
+
+    with open(os.path.join(exp, "topo"), "w", encoding="utf-8") as f:
+        f.write(topology_text(len(phones), silence=(1,)))
+    with open(os.path.join(exp, "lang", "hmm.txt"), "w", encoding="utf-8") as f:
+        f.writelines(f"{phone} {' '.join(map(str, model.hmms[i].pdfs))}\n"
+                     for i, phone in enumerate(phones, 1))
+
+
+def _align_dir(data_dir: str | os.PathLike, texts: dict[str, str], lex: Any, model: Any,
+               out_dir: str, progress: Callable[[int, int], Callable[[int], None]] | None,
+               nj: int) -> dict[str, Any]:
+    """Align another data dir with the trained model into ``out_dir``; its summary."""
+    prons, skipped = transcripts_to_prons(texts, lex)
+    tick = progress(len(prons), 1) if progress else None
+    feats = gmm_features(data_dir, sorted(prons, key=str.encode))
+    alis, failed = align_all(model, feats, prons, tick, nj)
+    skipped.update(failed)
+    _warn_skipped(skipped, f"{os.fspath(data_dir)}: ")
+    return write_alignments(out_dir, model, alis, skipped)
 
 
 __all__ = ["align_gmm"]

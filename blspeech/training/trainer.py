@@ -63,7 +63,6 @@ import json
 import logging
 import math
 import os
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -81,21 +80,11 @@ from blspeech.io.checkpoint import make_checkpoint, save_checkpoint
 from blspeech.io.fileio import atomic_write
 from blspeech.training import distributed as dist_utils
 from blspeech.training.checkpoints import average_checkpoints, prune, remove_old_run
-from blspeech.training.common import (  # shared trainer plumbing: same log format and metrics files
-    TqdmHandler,
-    append_metrics,
-    autocast_context,
-)
+from blspeech.training.common import autocast_context
 from blspeech.training.config import build_config, config_diff, plain
+from blspeech.training.loop import EpochLoop, run_on_ranks
 from blspeech.training.optim import build_optimizer, optimizer_step
 from blspeech.training.prep import Prepared, build_lr_scheduler, prepare
-from blspeech.training.state import (
-    Progress,
-    check_same_checkpoint,
-    restore_state,
-    save_state,
-    trim_metrics,
-)
 
 log = logging.getLogger("blspeech.training.trainer")
 
@@ -167,40 +156,7 @@ def train(config: Mapping[str, Any], *, train_dir: str | os.PathLike,
     prep = prepare(cfg, os.fspath(train_dir), os.fspath(dev_dir),
                    None if tokenizer_dir is None else os.fspath(tokenizer_dir),
                    os.fspath(exp_dir), device, resume, train_ali, dev_ali)
-    ctx = dist_utils.init_distributed(device)
-    try:
-        summary = _Run(prep, ctx).run()
-        dist_utils.barrier()  # see dist_utils.cleanup
-        return summary
-    finally:
-        _close_logging()
-        dist_utils.cleanup()
-
-
-# --- logging -------------------------------------------------------------------------------
-
-
-def _close_logging() -> None:
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-
-
-def _setup_logging(exp_dir: str, rank: int, fresh: bool) -> None:
-    _close_logging()
-    log.propagate = False
-    if rank != 0:  # other ranks only report problems, tagged with their rank
-        h: logging.Handler = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(message)s"))
-        log.addHandler(h)
-        log.setLevel(logging.WARNING)
-        return
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for h in (TqdmHandler(),
-              logging.FileHandler(os.path.join(exp_dir, "train.log"), "w" if fresh else "a")):
-        h.setFormatter(fmt)
-        log.addHandler(h)
-    log.setLevel(logging.INFO)
+    return run_on_ranks(lambda ctx: _Run(prep, ctx).run(), device, log)
 
 
 # --- one training run ----------------------------------------------------------------------
@@ -221,19 +177,20 @@ def _grouped(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield group
 
 
-class _Run:
+class _Run(EpochLoop):
     """State of one training run on one rank; :meth:`run` is the whole job."""
 
+    tb_keys = ("train_loss", "dev_loss", "dev_wer", "dev_frame_acc")
+
     def __init__(self, prep: Prepared, ctx: dist_utils.DistContext) -> None:
-        self.p, self.ctx, self.cfg = prep, ctx, prep.cfg
+        super().__init__(ctx, prep.exp_dir, log, prep.cfg["training"]["epochs"])
+        self.p, self.cfg = prep, prep.cfg
         self.t = prep.cfg["training"]
+        self.select_by = self.t["select_by"]
         self.dev = ctx.device
-        self.exp = prep.exp_dir
-        self.step, self.epoch, self.best = 0, 0, math.inf
-        self.bad_epochs, self.last_row = 0, {}
+        self.bad_epochs = 0
         self.epoch_stats = {"loss_sum": 0.0, "count": 0.0, "skipped": 0.0, "frames": 0.0}
         self.warned: set[str] = set()
-        self.writer = None
         self.lr, self.grad_norm, self.last_skipped = 0.0, 0.0, 0
         self.first_skipped: str | None = None  # e.g. "utt7, 57 tokens > 12 frames"
         self.t0 = self.t_log = time.time()
@@ -249,8 +206,7 @@ class _Run:
             if fresh:
                 remove_old_run(self.exp)
         dist_utils.barrier()
-        _setup_logging(self.exp, ctx.rank, fresh)
-        check_same_checkpoint(self.exp, -1 if fresh else p.ckpt["step"])
+        self.start(-1 if fresh else p.ckpt["step"], fresh)
         if self.dev.type == "cuda":
             torch.backends.cudnn.benchmark = False  # varying shapes: autotuning never pays
         # Channels-last 2-D convolutions skip oneDNN's layout reorders on the CPU (a
@@ -273,12 +229,8 @@ class _Run:
         if ctx.distributed:
             self.ddp = DistributedDataParallel(
                 model, device_ids=[self.dev.index] if self.dev.type == "cuda" else None)
+        self.open_writer(purge_step=None if fresh else self.step + 1)
         if ctx.is_main:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops points logged after the checkpoint we resumed from.
-            self.writer = SummaryWriter(os.path.join(self.exp, "tb"),
-                                        purge_step=None if fresh else self.step + 1)
             with atomic_write(os.path.join(self.exp, "config.yaml")) as f:
                 yaml.safe_dump(plain(self.cfg), f, sort_keys=False)
         n_params = sum(q.numel() for q in model.parameters())
@@ -296,66 +248,53 @@ class _Run:
         try:
             return self._loop()
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.close_writer()
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        progress = restore_state(ckpt, self.model, self.optimizer, self.scheduler, self.scaler,
-                                 rank=self.ctx.rank, world_size=self.ctx.world_size)
-        self.epoch, self.step = progress.epoch, progress.step
-        self.best = math.inf if progress.best is None else progress.best
+        self.restore(ckpt)
         self.bad_epochs = int(ckpt.get("bad_epochs", 0))
-        self.last_row = dict(ckpt.get("metrics") or {})
         if ckpt.get("epoch_stats") and ckpt["loader"]["epoch"] == self.epoch:
             self.epoch_stats = {k: float(v) for k, v in ckpt["epoch_stats"].items()}
         changed = config_diff(ckpt.get("config") or {}, self.cfg)
         log.info("resumed from %s: %d epoch(s) and %d step(s) done%s",
-                 os.path.join(self.exp, "last.pt"), self.epoch, self.step,
+                 self.path("last.pt"), self.epoch, self.step,
                  f"; config changed: {', '.join(changed)}" if changed else "")
-        if self.ctx.is_main:
-            trim_metrics(os.path.join(self.exp, "metrics.jsonl"), self.epoch)
 
     # -- the loop
 
     def _loop(self) -> dict[str, Any]:
-        t = self.t
-        stop = None
-        patience = t["early_stopping_patience"]
-        if patience and self.bad_epochs >= patience:
-            stop = "early_stopping"
-        elif t["max_steps"] and self.step >= t["max_steps"]:
-            stop = "max_steps"
         start = self.epoch
-        if stop is not None or start >= t["epochs"]:
+        stop = self.stop_reason()
+        if stop is not None or start >= self.epochs:
             log.info("nothing to train: %d epoch(s), %d step(s) done%s", start, self.step,
                      f" ({stop})" if stop else "")
-        while stop is None and self.epoch < t["epochs"]:
-            stop = self._train_one_epoch()
-            if stop == "max_steps":
-                break
-            self._end_epoch()
-            if patience and self.bad_epochs >= patience:
-                log.info("early stopping: no better %s for %d epoch(s)", t["select_by"],
-                         patience)
-                stop = "early_stopping"
+        stop = self.run_epochs()
+        if stop == "early_stopping" and self.epoch > start:
+            log.info("early stopping: no better %s for %d epoch(s)", self.select_by,
+                     self.t["early_stopping_patience"])
         if stop != "max_steps" and (self.epoch > start or not os.path.exists(self._avg_path())):
             self._average()
         summary = {"exp_dir": self.exp, "epochs": self.epoch, "step": self.step,
-                   "stopped": stop or "completed", "select_by": t["select_by"],
-                   "best_metric": None if math.isinf(self.best) else self.best,
-                   "best": self._path("best.pt"), "last": self._path("last.pt"),
+                   "stopped": stop or "completed", "select_by": self.select_by,
+                   "best_metric": self.progress.best,
+                   "best": self.path("best.pt"), "last": self.path("last.pt"),
                    "average": self._avg_path() if os.path.exists(self._avg_path()) else None,
                    "metrics": self.last_row}
         log.info("done: %s", json.dumps(summary))
         return summary
 
-    def _path(self, name: str) -> str:
-        return os.path.join(self.exp, name)
+    def stop_reason(self) -> str | None:
+        patience = self.t["early_stopping_patience"]
+        if patience and self.bad_epochs >= patience:
+            return "early_stopping"
+        if self.t["max_steps"] and self.step >= self.t["max_steps"]:
+            return "max_steps"
+        return None
 
     def _avg_path(self) -> str:
-        return self._path(f"avg_last_{self.t['average_last_n']}.pt")
+        return self.path(f"avg_last_{self.t['average_last_n']}.pt")
 
-    def _train_one_epoch(self) -> str | None:
+    def train_epoch(self) -> str | None:
         p, ctx, t = self.p, self.ctx, self.t
         epoch = self.epoch
         p.sampler.set_epoch(epoch)
@@ -558,68 +497,48 @@ class _Run:
         result = score(p.dev_refs, hyps)
         return {"dev_loss": dev_loss, "dev_wer": result.wer, "dev_skipped": int(skipped)}
 
-    def _end_epoch(self) -> None:
-        t, s = self.t, self.epoch_stats
-        # Evaluate the bare model: DDP's forward would sync buffers in a collective that
-        # ranks with fewer dev batches never reach.
-        dist_utils.broadcast_buffers(self.model)
-        dev = self.evaluate(self.model)
-        self.epoch += 1
-        metric = dev[t["select_by"]]
-        metric = math.inf if metric is None or not math.isfinite(metric) else float(metric)
-        improved = metric < self.best
-        self.best = min(self.best, metric)
+    def evaluate_epoch(self) -> dict[str, Any]:
+        return self.evaluate(self.model)
+
+    def epoch_row(self, metrics: dict[str, Any], improved: bool) -> dict[str, Any]:
+        s = self.epoch_stats
         self.bad_epochs = 0 if improved else self.bad_epochs + 1
         seconds = time.time() - self.t0
-        self.last_row = {
-            "epoch": self.epoch, "step": self.step,
-            "train_loss": s["loss_sum"] / s["count"] if s["count"] else None,
-            **dev, "lr": self.optimizer.param_groups[0]["lr"],
-            "train_skipped": int(s["skipped"]), "seconds": round(seconds, 3),
-            "frames_per_second": round(s["frames"] / max(seconds, 1e-9), 1)}
+        return {"epoch": self.epoch, "step": self.step,
+                "train_loss": s["loss_sum"] / s["count"] if s["count"] else None,
+                **metrics, "lr": self.optimizer.param_groups[0]["lr"],
+                "train_skipped": int(s["skipped"]), "seconds": round(seconds, 3),
+                "frames_per_second": round(s["frames"] / max(seconds, 1e-9), 1)}
+
+    def end_epoch(self) -> None:
+        super().end_epoch()
         if self.ctx.is_main:
-            # The row goes first: after a crash before the checkpoint, resuming drops it
-            # (rows past the checkpoint's epoch) and writes it again.
-            append_metrics(self._path("metrics.jsonl"), self.last_row)
-        self._save(self._path(f"epoch-{self.epoch}.pt"), best=improved)
-        if self.ctx.is_main:
-            keep = max(t["keep_last_n"], t["average_last_n"])
-            prune(self.exp, "epoch", keep)
-            metric_text = (f"dev frame accuracy {dev['dev_frame_acc']:.2f}%"
-                           if "dev_frame_acc" in dev else f"dev WER {_fmt(dev['dev_wer'])}")
-            log.info("epoch %d: train loss %.4f, dev loss %.4f, %s (best %s %.4g), "
-                     "%d skipped, %.1fs", self.epoch, _nan(self.last_row["train_loss"]),
-                     dev["dev_loss"], metric_text, t["select_by"], self.best,
-                     self.last_row["train_skipped"], seconds)
-            if self.writer is not None:
-                for key in ("train_loss", "dev_loss", "dev_wer", "dev_frame_acc"):
-                    if self.last_row.get(key) is not None:
-                        self.writer.add_scalar(f"epoch/{key}", self.last_row[key], self.epoch)
-                self.writer.flush()
-        dist_utils.barrier()
+            prune(self.exp, "epoch", max(self.t["keep_last_n"], self.t["average_last_n"]))
+
+    def log_epoch(self, row: Mapping[str, Any]) -> None:
+        metric_text = (f"dev frame accuracy {row['dev_frame_acc']:.2f}%"
+                       if "dev_frame_acc" in row else f"dev WER {_fmt(row['dev_wer'])}")
+        log.info("epoch %d: train loss %.4f, dev loss %.4f, %s (best %s %.4g), %d skipped, "
+                 "%.1fs", row["epoch"], _nan(row["train_loss"]), row["dev_loss"], metric_text,
+                 self.select_by, _nan(self.progress.best), row["train_skipped"],
+                 row["seconds"])
 
     def _save_step(self) -> None:
-        self._save(self._path(f"checkpoint-{self.step}.pt"))
+        self.save(self.path(f"checkpoint-{self.step}.pt"))
         if self.ctx.is_main:
             prune(self.exp, "checkpoint", self.t["keep_last_n"])
         dist_utils.barrier()
 
-    def _save(self, path: str, best: bool = False) -> None:
-        """Write a full checkpoint (a collective), then link best.pt (when ``best``) and
-        last.pt to it (see :func:`~blspeech.training.state.save_state`)."""
-        progress = Progress(self.epoch, self.step, None if math.isinf(self.best) else self.best)
-        extra = {**self.p.inference_payload(), "loader": self.p.train_loader.state_dict(),
-                 "metrics": plain(self.last_row), "bad_epochs": self.bad_epochs,
-                 "epoch_stats": dict(self.epoch_stats)}
-        links = [self._path("best.pt")] if best else []
-        save_state(path, self.model, self.optimizer, self.scheduler, self.scaler, progress,
-                   is_main=self.ctx.is_main, extra=extra, links=[*links, self._path("last.pt")])
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {**self.p.inference_payload(), "loader": self.p.train_loader.state_dict(),
+                "metrics": plain(self.last_row), "bad_epochs": self.bad_epochs,
+                "epoch_stats": dict(self.epoch_stats)}
 
     def _average(self) -> None:
         n = self.t["average_last_n"]
         if not n:
             return
-        paths = [self._path(f"epoch-{e}.pt") for e in range(max(1, self.epoch - n + 1),
+        paths = [self.path(f"epoch-{e}.pt") for e in range(max(1, self.epoch - n + 1),
                                                               self.epoch + 1)]
         paths = [q for q in paths if os.path.exists(q)]
         if not paths:
@@ -634,7 +553,7 @@ class _Run:
         if self.ctx.is_main:
             state = make_checkpoint(
                 self.model, epoch=self.epoch, step=self.step,
-                best_metric=None if math.isinf(self.best) else self.best, rng=[],
+                best_metric=self.progress.best, rng=[],
                 extra={**self.p.inference_payload(), "loader": None, "metrics": dev,
                        "averaged_from": [os.path.basename(q) for q in paths]})
             save_checkpoint(self._avg_path(), state)

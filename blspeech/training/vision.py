@@ -25,8 +25,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,22 +37,12 @@ from tqdm import tqdm
 from blspeech.data.vision import ShardSampler, build_train_set, build_val_set, train_classes
 from blspeech.errors import UserError
 from blspeech.io.checkpoint import load_checkpoint
+from blspeech.io.fileio import atomic_write
 from blspeech.models import build_model, build_model_from_config, list_models
 from blspeech.training import distributed as dist_utils
-from blspeech.training.common import (
-    TqdmHandler,
-    append_metrics,
-    autocast_context,
-    seed_everything,
-)
+from blspeech.training.common import autocast_context, seed_everything
+from blspeech.training.loop import EpochLoop, run_on_ranks, setup_logging
 from blspeech.training.optim import OPTIMIZERS, build_optimizer, build_scheduler, optimizer_step
-from blspeech.training.state import (
-    Progress,
-    check_same_checkpoint,
-    restore_state,
-    save_state,
-    trim_metrics,
-)
 
 log = logging.getLogger("blspeech.training.vision")
 
@@ -190,33 +179,6 @@ def _loader(ds: Dataset, batch_size: int, sampler: Sampler, workers: int, device
 # -------------------------------------------------------------------------- helpers
 
 
-def _close_logging() -> None:
-    for h in list(log.handlers):
-        log.removeHandler(h)
-        h.close()
-
-
-def _setup_logging(exp_dir: str | None, rank: int) -> None:
-    _close_logging()
-    log.propagate = False
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    if rank != 0:
-        # Other ranks only report problems, tagged with their rank.
-        h: logging.Handler = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter(f"[rank {rank}] %(levelname)s %(message)s"))
-        log.addHandler(h)
-        log.setLevel(logging.WARNING)
-        return
-    h = TqdmHandler()
-    h.setFormatter(fmt)
-    log.addHandler(h)
-    if exp_dir is not None:
-        fh = logging.FileHandler(os.path.join(exp_dir, "train.log"))
-        fh.setFormatter(fmt)
-        log.addHandler(fh)
-    log.setLevel(logging.INFO)
-
-
 def _build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     if args.model not in list_models():
         raise UserError(f"unknown model {args.model!r}; known models: {', '.join(list_models())}")
@@ -270,13 +232,6 @@ def _default_workers() -> int:
     return max(1, min(8, cpus // per_node))
 
 
-def _init_distributed(device: str | None) -> dist_utils.DistContext:
-    try:
-        return dist_utils.init_distributed(device)
-    except ValueError as e:
-        raise UserError(str(e)) from e
-
-
 # ---------------------------------------------------------------------------- runs
 
 
@@ -296,227 +251,188 @@ def run_training(args: argparse.Namespace) -> int:
     seed_everything(args.seed + env_rank)
     model = _build_model(args, num_classes)
     os.makedirs(args.exp_dir, exist_ok=True)
-    last_path = os.path.join(args.exp_dir, "last.pt")
-    ckpt = None
-    if args.resume and os.path.exists(last_path):
-        try:
-            ckpt = load_checkpoint(last_path)
-        except ValueError as e:
-            raise UserError(str(e)) from e
-        if ckpt["model_config"] != model.config:
-            raise UserError(f"{last_path} holds model {ckpt['model_config']}, but the "
-                            f"arguments build {model.config}; use another --exp-dir")
-        if ckpt.get("classes") not in (None, classes):
-            raise UserError(f"{last_path} was trained on other classes than "
-                            f"{args.data_dir}/train; use another --exp-dir")
-        if ckpt.get("args", {}).get("optimizer", args.optimizer) != args.optimizer:
-            raise UserError(f"{last_path} was trained with --optimizer "
-                            f"{ckpt['args']['optimizer']}; resume with the same optimizer")
+    ckpt = _checkpoint_to_resume(args, model, classes) if args.resume else None
     if args.check_only:
         done = f", resuming after epoch {ckpt['epoch']}" if ckpt is not None else ""
         print(f"ok: {len(classes)} classes, {len(train_set)} train / {len(val_set)} val images, "
               f"model {args.model} with {num_classes} outputs{done}", flush=True)
         return 0
 
-    ctx = _init_distributed(args.device)
+    return run_on_ranks(lambda ctx: _VisionRun(args, ctx, model, classes, train_set, val_set)
+                        .run(ckpt), args.device, log)
+
+
+def _checkpoint_to_resume(args: argparse.Namespace, model: nn.Module, classes: list[str]
+                          ) -> dict[str, Any] | None:
+    """``exp_dir/last.pt`` when there is one and it continues this run, else None."""
+    last_path = os.path.join(args.exp_dir, "last.pt")
+    if not os.path.exists(last_path):
+        return None
     try:
-        code = _train(args, ctx, model, classes, train_set, val_set, ckpt)
-        dist_utils.barrier()  # see dist_utils.cleanup
-        return code
-    finally:
-        _close_logging()
-        dist_utils.cleanup()
+        ckpt = load_checkpoint(last_path)
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    if ckpt["model_config"] != model.config:
+        raise UserError(f"{last_path} holds model {ckpt['model_config']}, but the "
+                        f"arguments build {model.config}; use another --exp-dir")
+    if ckpt.get("classes") not in (None, classes):
+        raise UserError(f"{last_path} was trained on other classes than "
+                        f"{args.data_dir}/train; use another --exp-dir")
+    if ckpt.get("args", {}).get("optimizer", args.optimizer) != args.optimizer:
+        raise UserError(f"{last_path} was trained with --optimizer "
+                        f"{ckpt['args']['optimizer']}; resume with the same optimizer")
+    return ckpt
 
 
-@dataclass
-class _Loop:
-    """What one ImageNet run trains with: the modules, their data and its files."""
+class _VisionRun(EpochLoop):
+    """One ImageNet run on one rank: the modules, their data, the step and the evaluation;
+    the loop, resuming and checkpoints are :class:`~blspeech.training.loop.EpochLoop`'s."""
 
-    args: argparse.Namespace
-    ctx: dist_utils.DistContext
-    model: nn.Module
-    ddp_model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: Any
-    train_sampler: DistributedSampler
-    train_loader: DataLoader
-    val_loader: DataLoader
-    steps_per_epoch: int
-    classes: list[str]
-    writer: Any = None
+    select_by = "top1"
+    lower_is_better = False
+    tb_keys = ("train_loss", "val_loss", "top1", "top5", "lr")
 
-    def path(self, name: str) -> str:
-        return os.path.join(self.args.exp_dir, name)
+    def __init__(self, args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Module,
+                 classes: list[str], train_set: Dataset, val_set: Dataset) -> None:
+        super().__init__(ctx, args.exp_dir, log, args.epochs)
+        self.args, self.classes = args, classes
+        self.train_set, self.val_set = train_set, val_set
+        dev = ctx.device
+        self.train_sampler = DistributedSampler(train_set, num_replicas=ctx.world_size,
+                                                rank=ctx.rank, shuffle=True, seed=args.seed,
+                                                drop_last=False)
+        self.train_loader = _loader(train_set, args.batch_size, self.train_sampler,
+                                    args.workers, dev, drop_last=True)
+        self.val_loader = _loader(val_set, args.batch_size,
+                                  ShardSampler(len(val_set), ctx.rank, ctx.world_size),
+                                  args.workers, dev, drop_last=False)
+        self.steps_per_epoch = len(self.train_loader)
+        if args.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, args.max_steps_per_epoch)
+        if self.steps_per_epoch == 0:
+            raise UserError(f"train/ has {len(train_set)} images: too few for --batch-size "
+                            f"{args.batch_size} on {ctx.world_size} process(es)")
+        self.model = model.to(dev)
+        self.optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
+        self.scheduler = build_scheduler(self.optimizer,
+                                         round(args.warmup_epochs * self.steps_per_epoch),
+                                         self.steps_per_epoch * args.epochs, args.min_lr_ratio)
+        self.scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
+        self.ddp_model: nn.Module = model
+        if ctx.distributed:
+            self.ddp_model = DistributedDataParallel(
+                model, device_ids=[dev.index] if dev.type == "cuda" else None)
+        self.train_loss = self.lr = 0.0
+        self.t0 = time.time()
 
-
-def _train(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Module,
-           classes: list[str], train_set: Dataset, val_set: Dataset, ckpt: dict | None
-           ) -> int:
-    _setup_logging(args.exp_dir, ctx.rank)
-    if ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    check_same_checkpoint(args.exp_dir, -1 if ckpt is None else ckpt["epoch"])
-    loop = _build_loop(args, ctx, model, classes, train_set, val_set)
-    progress = _resume(loop, ckpt)
-    del ckpt  # free the checkpoint's copy of the weights
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s (%.2fM params), %d classes, %d train / %d val images, world size %d, "
-             "device %s, amp %s", args.model, n_params / 1e6, len(classes), len(train_set),
-             len(val_set), ctx.world_size, ctx.device, args.amp)
-    log.info("%d steps/epoch, global batch %d, epochs %d..%d", loop.steps_per_epoch,
-             args.batch_size * ctx.world_size, progress.epoch + 1, args.epochs)
-    if progress.epoch >= args.epochs:
-        log.info("nothing to do: %d of %d epochs already done", progress.epoch, args.epochs)
+    def run(self, ckpt: dict | None) -> int:
+        args, ctx = self.args, self.ctx
+        self.start(-1 if ckpt is None else ckpt["epoch"], fresh=ckpt is None)
+        if ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self._resume(ckpt)
+        del ckpt  # free the checkpoint's copy of the weights
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model %s (%.2fM params), %d classes, %d train / %d val images, world size "
+                 "%d, device %s, amp %s", args.model, n_params / 1e6, len(self.classes),
+                 len(self.train_set), len(self.val_set), ctx.world_size, ctx.device, args.amp)
+        log.info("%d steps/epoch, global batch %d, epochs %d..%d", self.steps_per_epoch,
+                 args.batch_size * ctx.world_size, self.epoch + 1, args.epochs)
+        if self.epoch >= args.epochs:
+            log.info("nothing to do: %d of %d epochs already done", self.epoch, args.epochs)
+            return 0
+        self.open_writer()
+        try:
+            self.run_epochs()
+        finally:
+            self.close_writer()
         return 0
-    if ctx.is_main:
-        from torch.utils.tensorboard import SummaryWriter
 
-        loop.writer = SummaryWriter(loop.path("tb"))
-    try:
-        for epoch in range(progress.epoch, args.epochs):
-            t0 = time.time()
-            train_loss, lr = _train_epoch(loop, epoch, progress)
-            # Evaluate the bare model: DDP's forward would sync buffers in a collective that
-            # ranks with fewer validation batches never reach.
-            dist_utils.broadcast_buffers(model)
-            val = evaluate(model, loop.val_loader, ctx.device, args.amp, len(classes))
-            row = {"epoch": epoch + 1, "step": progress.step, "train_loss": train_loss,
-                   "val_loss": val["val_loss"], "top1": val["top1"], "top5": val["top5"],
-                   "lr": lr, "seconds": time.time() - t0}
-            _end_epoch(loop, progress, row)
-    finally:
-        if loop.writer is not None:
-            loop.writer.close()
-    return 0
+    def _resume(self, ckpt: dict | None) -> None:
+        """Restore ``ckpt``, or start fresh (an earlier run's metrics removed)."""
+        args, ctx = self.args, self.ctx
+        if ckpt is None:
+            if ctx.is_main:
+                if os.path.exists(self.path("last.pt")):
+                    log.warning("%s exists but --resume is not set: training starts over",
+                                self.path("last.pt"))
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path("metrics.jsonl"))
+            return
+        self.restore(ckpt, reseed=lambda epoch: seed_everything(args.seed + ctx.rank
+                                                                + 1000 * epoch))
+        log.info("resumed from %s: %d epoch(s), %d step(s) done, best top-1 %s",
+                 self.path("last.pt"), self.epoch, self.step,
+                 "n/a" if self.progress.best is None else f"{self.progress.best:.2f}")
 
+    def train_epoch(self) -> None:
+        """One pass over the training set: the mean loss over all ranks and the last LR."""
+        args, ctx, dev = self.args, self.ctx, self.ctx.device
+        self.t0 = time.time()
+        self.train_sampler.set_epoch(self.epoch)
+        self.ddp_model.train()
+        criterion = nn.CrossEntropyLoss()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        seen_images, t_log = 0, time.time()
+        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{args.epochs}",
+                   # None: no bar when stderr is not a terminal (log files, batch jobs).
+                   disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True)
+        batches = itertools.islice(self.train_loader, self.steps_per_epoch)
+        for i, (images, target) in enumerate(batches):
+            images = images.to(dev, non_blocking=True)
+            target = target.to(dev, non_blocking=True)
+            with autocast_context(dev, args.amp):
+                logits = self.ddp_model(images)
+            loss = criterion(logits.float(), target)
+            self.lr = self.optimizer.param_groups[0]["lr"]  # the LR this step uses
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            # The schedule advances only when the optimizer stepped (fp16 overflow).
+            optimizer_step(self.optimizer, self.scheduler, self.scaler, has_loss=True)
+            self.step += 1
+            loss_sum += loss.detach().double() * target.numel()
+            seen_images += target.numel()
+            bar.update()
+            if (i + 1) % args.print_freq == 0 or i + 1 == self.steps_per_epoch:
+                self._log_step(i, loss.item(), t_log, bar)
+        bar.close()
+        loss_total, n_total = dist_utils.all_reduce_sum([loss_sum.item(), seen_images], dev)
+        self.train_loss = loss_total / max(n_total, 1.0)
 
-def _build_loop(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Module,
-                classes: list[str], train_set: Dataset, val_set: Dataset) -> _Loop:
-    dev = ctx.device
-    train_sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
-                                       shuffle=True, seed=args.seed, drop_last=False)
-    train_loader = _loader(train_set, args.batch_size, train_sampler, args.workers, dev,
-                           drop_last=True)
-    val_loader = _loader(val_set, args.batch_size,
-                         ShardSampler(len(val_set), ctx.rank, ctx.world_size), args.workers,
-                         dev, drop_last=False)
-    steps_per_epoch = len(train_loader)
-    if args.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, args.max_steps_per_epoch)
-    if steps_per_epoch == 0:
-        raise UserError(f"train/ has {len(train_set)} images: too few for --batch-size "
-                        f"{args.batch_size} on {ctx.world_size} process(es)")
-    model.to(dev)
-    optimizer = build_optimizer(model, args.optimizer, args.lr, args.weight_decay)
-    scheduler = build_scheduler(optimizer, round(args.warmup_epochs * steps_per_epoch),
-                                steps_per_epoch * args.epochs, args.min_lr_ratio)
-    scaler = torch.amp.GradScaler(dev.type, enabled=args.amp == "fp16")
-    ddp_model: nn.Module = model
-    if ctx.distributed:
-        ddp_model = DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    return _Loop(args, ctx, model, ddp_model, optimizer, scheduler, scaler, train_sampler,
-                 train_loader, val_loader, steps_per_epoch, classes)
+    def _log_step(self, i: int, value: float, t_log: float, bar: tqdm) -> None:
+        if not math.isfinite(value):
+            raise RuntimeError(f"training loss is {value} at step {self.step}; "
+                               "lower --lr or disable --amp")
+        speed = (i + 1) * self.args.batch_size * self.ctx.world_size / (time.time() - t_log)
+        bar.set_postfix(loss=f"{value:.3f}", lr=f"{self.lr:.3g}")
+        log.info("epoch %d step %d/%d loss %.4f lr %.4g %.1f img/s", self.epoch + 1, i + 1,
+                 self.steps_per_epoch, value, self.lr, speed)
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss", value, self.step)
+            self.writer.add_scalar("train/lr", self.lr, self.step)
 
+    def evaluate_epoch(self) -> dict[str, Any]:
+        return evaluate(self.model, self.val_loader, self.ctx.device, self.args.amp,
+                        len(self.classes))
 
-def _resume(loop: _Loop, ckpt: dict | None) -> Progress:
-    """The run's counters: restored from ``ckpt``, or a fresh start (old metrics removed)."""
-    args, ctx = loop.args, loop.ctx
-    metrics_path = loop.path("metrics.jsonl")
-    if ckpt is None:
-        if ctx.is_main:
-            if os.path.exists(loop.path("last.pt")):
-                log.warning("%s exists but --resume is not set: training starts over",
-                            loop.path("last.pt"))
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(metrics_path)
-        return Progress()
-    progress = restore_state(
-        ckpt, loop.model, loop.optimizer, loop.scheduler, loop.scaler, rank=ctx.rank,
-        world_size=ctx.world_size,
-        reseed=lambda epoch: seed_everything(args.seed + ctx.rank + 1000 * epoch))
-    log.info("resumed from %s: %d epoch(s), %d step(s) done, best top-1 %s",
-             loop.path("last.pt"), progress.epoch, progress.step,
-             "n/a" if progress.best is None else f"{progress.best:.2f}")
-    if ctx.is_main:
-        trim_metrics(metrics_path, progress.epoch)
-    return progress
+    def epoch_row(self, metrics: dict[str, Any], improved: bool) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step, "train_loss": self.train_loss,
+                "val_loss": metrics["val_loss"], "top1": metrics["top1"],
+                "top5": metrics["top5"], "lr": self.lr, "seconds": time.time() - self.t0}
 
+    def epoch_checkpoint(self, improved: bool) -> str:
+        # Two files only (ImageNet checkpoints are large): best.pt when top-1 improved, with
+        # last.pt a copy of it, else last.pt alone.
+        return self.path("best.pt" if improved else "last.pt")
 
-def _train_epoch(loop: _Loop, epoch: int, progress: Progress) -> tuple[float, float]:
-    """One pass over the training set; the mean loss over all ranks and the last LR."""
-    args, ctx, dev = loop.args, loop.ctx, loop.ctx.device
-    loop.train_sampler.set_epoch(epoch)
-    loop.ddp_model.train()
-    criterion = nn.CrossEntropyLoss()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=dev)
-    seen_images, t_log, lr = 0, time.time(), loop.optimizer.param_groups[0]["lr"]
-    bar = tqdm(total=loop.steps_per_epoch, desc=f"epoch {epoch + 1}/{args.epochs}",
-               # None: no bar when stderr is not a terminal (log files, batch jobs).
-               disable=None if ctx.is_main else True, leave=False, dynamic_ncols=True)
-    for i, (images, target) in enumerate(itertools.islice(loop.train_loader,
-                                                          loop.steps_per_epoch)):
-        images = images.to(dev, non_blocking=True)
-        target = target.to(dev, non_blocking=True)
-        with autocast_context(dev, args.amp):
-            logits = loop.ddp_model(images)
-        loss = criterion(logits.float(), target)
-        lr = loop.optimizer.param_groups[0]["lr"]  # the LR this step uses
-        loop.optimizer.zero_grad(set_to_none=True)
-        loop.scaler.scale(loss).backward()
-        # The schedule advances only when the optimizer stepped (fp16 overflow).
-        optimizer_step(loop.optimizer, loop.scheduler, loop.scaler, has_loss=True)
-        progress.step += 1
-        loss_sum += loss.detach().double() * target.numel()
-        seen_images += target.numel()
-        bar.update()
-        if (i + 1) % args.print_freq == 0 or i + 1 == loop.steps_per_epoch:
-            _log_step(loop, epoch, i, loss.item(), lr, progress.step, t_log, bar)
-    bar.close()
-    loss_total, n_total = dist_utils.all_reduce_sum([loss_sum.item(), seen_images], dev)
-    return loss_total / max(n_total, 1.0), lr
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"classes": self.classes, "args": _plain_args(self.args),
+                "metrics": self.last_row}
 
-
-def _log_step(loop: _Loop, epoch: int, i: int, value: float, lr: float, step: int,
-              t_log: float, bar: tqdm) -> None:
-    if not math.isfinite(value):
-        raise RuntimeError(f"training loss is {value} at step {step}; "
-                           "lower --lr or disable --amp")
-    args = loop.args
-    speed = (i + 1) * args.batch_size * loop.ctx.world_size / (time.time() - t_log)
-    bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.3g}")
-    log.info("epoch %d step %d/%d loss %.4f lr %.4g %.1f img/s", epoch + 1, i + 1,
-             loop.steps_per_epoch, value, lr, speed)
-    if loop.writer is not None:
-        loop.writer.add_scalar("train/loss", value, step)
-        loop.writer.add_scalar("train/lr", lr, step)
-
-
-def _end_epoch(loop: _Loop, progress: Progress, row: dict[str, Any]) -> None:
-    """Log the epoch and save the run (best.pt when top-1 improved, last.pt always)."""
-    progress.epoch = row["epoch"]
-    is_best = progress.best is None or row["top1"] > progress.best
-    if is_best:
-        progress.best = row["top1"]
-    if loop.ctx.is_main:
-        # The row before the checkpoint: a crash in between leaves a row that resuming
-        # from the older last.pt trims (trim_metrics), never a saved epoch without its row.
-        append_metrics(loop.path("metrics.jsonl"), row)
-    extra = {"classes": loop.classes, "args": _plain_args(loop.args), "metrics": row}
-    # best.pt first, then last.pt as a link to it (see save_state).
-    save_state(loop.path("best.pt" if is_best else "last.pt"), loop.model, loop.optimizer,
-               loop.scheduler, loop.scaler, progress, is_main=loop.ctx.is_main, extra=extra,
-               links=[loop.path("last.pt")])
-    if loop.ctx.is_main:
+    def log_epoch(self, row: Mapping[str, Any]) -> None:
         log.info("epoch %d: train loss %.4f, val loss %.4f, top-1 %.2f%%, top-5 %.2f%% "
                  "(best %.2f%%), %.1fs", row["epoch"], row["train_loss"], row["val_loss"],
-                 row["top1"], row["top5"], progress.best, row["seconds"])
-        if loop.writer is not None:
-            for key in ("train_loss", "val_loss", "top1", "top5", "lr"):
-                loop.writer.add_scalar(f"epoch/{key}", row[key], row["epoch"])
-            loop.writer.flush()
-    dist_utils.barrier()  # nobody runs ahead while rank 0 writes the checkpoint
+                 row["top1"], row["top5"], self.progress.best, row["seconds"])
 
 
 def run_evaluation(args: argparse.Namespace) -> int:
@@ -543,34 +459,31 @@ def run_evaluation(args: argparse.Namespace) -> int:
         raise UserError(f"{args.evaluate} has {num_classes} outputs but the data has "
                         f"{len(classes)} classes")
 
-    ctx = _init_distributed(args.device)
-    try:
-        _setup_logging(None, ctx.rank)
-        model.to(ctx.device)
-        loader = _loader(val_set, args.batch_size,
-                         ShardSampler(len(val_set), ctx.rank, ctx.world_size), args.workers,
-                         ctx.device, drop_last=False)
-        t0 = time.time()
-        val = evaluate(model, loader, ctx.device, args.amp, num_classes)
-        result = {"checkpoint": os.path.abspath(args.evaluate),
-                  "model": model.config["name"], "epoch": ckpt.get("epoch"),
-                  "image_size": args.image_size, **val,
-                  "top1_err": 100.0 - val["top1"], "top5_err": 100.0 - val["top5"],
-                  "seconds": time.time() - t0}
-        if ctx.is_main:
-            stem = os.path.splitext(os.path.basename(args.evaluate))[0]
-            out = os.path.join(os.path.dirname(os.path.abspath(args.evaluate)),
-                               f"eval_{stem}.json")
-            tmp = f"{out}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(result, f, indent=1)
-                f.write("\n")
-            os.replace(tmp, out)
-            print(json.dumps(result), flush=True)
-        return 0
-    finally:
-        _close_logging()
-        dist_utils.cleanup()
+    return run_on_ranks(lambda ctx: _evaluate_on_rank(args, ctx, model, ckpt, val_set),
+                        args.device, log)
+
+
+def _evaluate_on_rank(args: argparse.Namespace, ctx: dist_utils.DistContext, model: nn.Module,
+                      ckpt: Mapping[str, Any], val_set: Dataset) -> int:
+    setup_logging(log, None, ctx.rank)
+    model.to(ctx.device)
+    loader = _loader(val_set, args.batch_size,
+                     ShardSampler(len(val_set), ctx.rank, ctx.world_size), args.workers,
+                     ctx.device, drop_last=False)
+    t0 = time.time()
+    val = evaluate(model, loader, ctx.device, args.amp, model.config["num_classes"])
+    result = {"checkpoint": os.path.abspath(args.evaluate), "model": model.config["name"],
+              "epoch": ckpt.get("epoch"), "image_size": args.image_size, **val,
+              "top1_err": 100.0 - val["top1"], "top5_err": 100.0 - val["top5"],
+              "seconds": time.time() - t0}
+    if ctx.is_main:
+        stem = os.path.splitext(os.path.basename(args.evaluate))[0]
+        out = os.path.join(os.path.dirname(os.path.abspath(args.evaluate)), f"eval_{stem}.json")
+        with atomic_write(out) as f:
+            json.dump(result, f, indent=1)
+            f.write("\n")
+        print(json.dumps(result), flush=True)
+    return 0
 
 
 def _plain_args(args: argparse.Namespace) -> dict[str, Any]:
