@@ -129,7 +129,7 @@ def test_alignments_cover_every_frame_and_follow_the_lexicon(aligned):
 
 
 def test_alignments_are_what_the_hybrid_head_reads(aligned):
-    from blspeech.decoding.hybrid import read_alignments
+    from blspeech.data.alignments import read_alignments
 
     data, exp, info, _ = aligned
     wavs = dict(ln.split(maxsplit=1) for ln in (data / "wav.scp").read_text().splitlines())

@@ -27,16 +27,15 @@ import torch
 from conftest import make_data_dir
 
 from blspeech.cli import main as cli_main
-from blspeech.decoding.hybrid import (
+from blspeech.data.alignments import (
     UNSEEN_LOG_PRIOR,
     ctc_path_to_pdfs,
     frame_targets,
-    hybrid_loss_sum,
     log_priors,
     read_alignments,
     token_topology_pdfs,
-    viterbi_token_loop,
 )
+from blspeech.decoding.hybrid import viterbi_token_loop
 from blspeech.errors import UserError
 from blspeech.frontend.extract import compute_cmvn, compute_feats
 from blspeech.inference.model import load_acoustic_model
@@ -45,6 +44,7 @@ from blspeech.io.kaldi import read_int_vectors, read_matrices, read_table, write
 from blspeech.models import build_model
 from blspeech.models.asr import HybridModel, acoustic_model_from_config
 from blspeech.training.config import read_config_file
+from blspeech.training.losses import hybrid_loss_sum
 from blspeech.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]

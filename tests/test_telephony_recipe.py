@@ -235,7 +235,7 @@ def test_rerun_keeps_finished_work(recipe):
 def test_hybrid_stages(recipe):
     """Stages 8-9: token-topology targets from the baseline's alignment, hybrid models,
     tuning, decoding, sclite agreement, frame accuracy and the report."""
-    from blspeech.decoding.hybrid import ctc_path_to_pdfs, read_topology
+    from blspeech.data.alignments import ctc_path_to_pdfs, read_topology
     from blspeech.io.kaldi import read_int_vectors
 
     data, exp, stdout = recipe

@@ -31,9 +31,11 @@ from blspeech.io.datadir.ops import subset_data_dir
 from blspeech.models.asr import acoustic_model_from_config
 from blspeech.scoring.wer import score
 from blspeech.text.tokenizers import TextNormalizer, tokenizer_from_dict
+from blspeech.training.checkpoints import average_checkpoints
 from blspeech.training.config import build_config, config_diff, read_config_file
+from blspeech.training.losses import ctc_loss_sum
 from blspeech.training.prep import noam
-from blspeech.training.trainer import average_checkpoints, ctc_loss_sum, train
+from blspeech.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1",

@@ -12,7 +12,7 @@ that spells exactly that token sequence). Outputs in ``out_dir``:
   more tokens than the model has frames for it), also reported with a warning;
 * with ``hybrid_targets``: ``pdf.ark`` + ``pdf.scp``, the alignments turned into frame
   targets of a hybrid head in the token topology
-  (:func:`blspeech.decoding.hybrid.ctc_path_to_pdfs`), and ``topology`` (``num_pdfs``,
+  (:func:`blspeech.data.alignments.ctc_path_to_pdfs`), and ``topology`` (``num_pdfs``,
   ``ali_subsampling``: the model's time subsampling), for ``blspeech train`` with
   ``head.type hybrid``.
 
@@ -110,7 +110,7 @@ def align_data_dir(checkpoint: str | os.PathLike | Bundle,
     scp, bad_path = _write_alignments(out_dir, alis, ctm, unaligned, len(ds))
     targets = None
     if hybrid_targets:
-        from blspeech.decoding.hybrid import write_hybrid_targets
+        from blspeech.data.alignments import write_hybrid_targets
 
         order = sorted(alis, key=str.encode)
         targets = write_hybrid_targets(out_dir, {u: alis[u] for u in order},

@@ -22,6 +22,8 @@ The output goes where a Kaldi wspecifier says:
 Utterances come in the order they are computed (batches of similar length), as Kaldi's
 table readers accept for archives; sort an scp with ``sort`` when a reader needs ``s``.
 
+:func:`frame_accuracy` measures a hybrid model's outputs against alignments of a data dir.
+
 Example:
     >>> forward_data_dir("exp/hybrid/final.pt", "data/test",
     ...                  "ark,scp:exp/hybrid/ll.ark,exp/hybrid/ll.scp")  # doctest: +SKIP
@@ -39,6 +41,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from blspeech.data.alignments import frame_targets, read_alignments
 from blspeech.errors import UserError
 from blspeech.inference.model import Bundle, load_acoustic_model
 
@@ -150,4 +153,28 @@ def forward_data_dir(checkpoint: str | os.PathLike | Bundle,
             "frame_shift_seconds": bundle.frame_seconds, "wspecifier": wspecifier}
 
 
-__all__ = ["forward_data_dir", "parse_wspecifier"]
+def frame_accuracy(bundle: Bundle, data_dir: str | os.PathLike, ali_rspecifier: str, *,
+                   ali_subsampling: int = 1, tolerance: int = 2, max_frames: int = 20000
+                   ) -> dict[str, Any]:
+    """Frame accuracy (%) of a hybrid model (an
+    :class:`~blspeech.inference.model.Bundle`) against alignments of ``data_dir``:
+    the share of output frames whose most likely pdf is the aligned one."""
+    ds = bundle.dataset(data_dir, transcripts=False)
+    alis, missing = read_alignments(ali_rspecifier, ds.utts, ds.lengths,
+                                    ali_subsampling=ali_subsampling, tolerance=tolerance,
+                                    num_pdfs=bundle.model.num_pdfs, where=os.fspath(data_dir))
+    if missing:
+        ds = ds.subset(list(alis))
+    correct = frames = 0
+    sub = bundle.model.time_subsampling
+    for batch, log_post, lengths in bundle.batches(ds, max_frames=max_frames):
+        for i, utt in enumerate(batch["utts"]):
+            n = int(lengths[i])
+            best = log_post[i, :n].argmax(-1).cpu().numpy()
+            correct += int((best == frame_targets(alis[utt], n, sub, ali_subsampling)).sum())
+            frames += n
+    return {"frame_acc": round(100.0 * correct / frames, 4) if frames else None,
+            "frames": frames, "utterances": len(alis), "missing": len(missing)}
+
+
+__all__ = ["forward_data_dir", "frame_accuracy", "parse_wspecifier"]

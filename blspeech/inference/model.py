@@ -475,7 +475,7 @@ def _rebuild_model(ckpt: Mapping[str, Any], path: str) -> torch.nn.Module:
 def _read_text_entries(ckpt: Mapping[str, Any], model: torch.nn.Module, path: str
                        ) -> tuple[Any, Any]:
     """The tokenizer and text normalizer (None, None for a Kaldi-tree hybrid model)."""
-    from blspeech.decoding.hybrid import token_topology_pdfs
+    from blspeech.data.alignments import token_topology_pdfs
     from blspeech.text.tokenizers import TextNormalizer, tokenizer_from_dict
 
     hybrid = model.config["head"] == "hybrid"

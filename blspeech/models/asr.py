@@ -93,7 +93,7 @@ def too_long_for_ctc(targets: list[list[int]], frames: torch.Tensor) -> list[int
 
 #: HMM topologies a :class:`HybridModel` may record. ``token``: each token of a CTC
 #: vocabulary is a two-pdf HMM (pdf ``2k - 1`` on its first frame, ``2k`` on the frames
-#: after), pdf 0 is silence; see :mod:`blspeech.decoding.hybrid`. None: the pdfs are a Kaldi tree's.
+#: after), pdf 0 is silence; see :mod:`blspeech.data.alignments`. None: the pdfs are a Kaldi tree's.
 TOPOLOGIES = (None, "token")
 
 
@@ -102,7 +102,7 @@ class HybridModel(_EncoderWithHead):
 
     ``log_prior`` (a buffer, so it is saved and loaded with the weights) holds the log
     prior of each pdf, estimated from training alignment counts
-    (:func:`blspeech.decoding.hybrid.log_priors`); :meth:`log_likelihoods` divides the posteriors
+    (:func:`blspeech.data.alignments.log_priors`); :meth:`log_likelihoods` divides the posteriors
     by the priors, ``log p(x|s) = log p(s|x) - scale * log p(s)`` up to a constant, as
     hybrid decoding needs.
 

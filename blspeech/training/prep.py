@@ -197,7 +197,7 @@ def _set_priors(model: torch.nn.Module, head: Mapping[str, Any], train_ds: Speec
                 targets: Mapping[str, Any], num_pdfs: int) -> None:
     """A hybrid model's log state priors, counted from the training targets at its
     output frame rate."""
-    from blspeech.decoding.hybrid import log_priors
+    from blspeech.data.alignments import log_priors
 
     sub = model.time_subsampling
     priors = log_priors([frame_targets_at_output(targets[u], n, sub, head)
@@ -299,7 +299,7 @@ def frame_targets_at_output(ali: np.ndarray, frames: int, subsampling: int,
                             head: Mapping[str, Any]) -> np.ndarray:
     """An alignment's labels at the encoder's output rate for ``frames`` feature frames
     (``ceil(frames / subsampling)`` output frames, as the encoders' strides give)."""
-    from blspeech.decoding.hybrid import frame_targets
+    from blspeech.data.alignments import frame_targets
 
     return frame_targets(ali, -(-frames // subsampling), subsampling, head["ali_subsampling"])
 
@@ -308,7 +308,7 @@ def _alignments(head: Mapping[str, Any], tok: Tokenizer | None, train_ds: Speech
                 dev_ds: SpeechDataset, train_ali: str, dev_ali: str
                 ) -> tuple[SpeechDataset, SpeechDataset, dict, dict, int]:
     """Read and check the hybrid head's alignments; datasets keep the aligned utterances."""
-    from blspeech.decoding.hybrid import alignment_summary, read_alignments, token_topology_pdfs
+    from blspeech.data.alignments import alignment_summary, read_alignments, token_topology_pdfs
 
     num_pdfs = head["num_pdfs"] or None
     if head["topology"] == "token":

@@ -9,7 +9,7 @@ under torchrun (DDP).
         --dev-ali ...                                     # hybrid head (head.type hybrid)
 
 The hybrid head is trained with frame cross-entropy against pdf-id alignments (see
-:mod:`blspeech.decoding.hybrid`: length checks, subsampling, priors); it reports ``dev_frame_acc``
+:mod:`blspeech.data.alignments`: length checks, subsampling, priors); it reports ``dev_frame_acc``
 instead of a dev WER, and its log-priors (from the training alignments) are saved in the
 model's state.
 
@@ -69,7 +69,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -83,49 +82,11 @@ from blspeech.training.checkpoints import average_checkpoints, prune, remove_old
 from blspeech.training.common import autocast_context
 from blspeech.training.config import build_config, config_diff, plain
 from blspeech.training.loop import EpochLoop, run_on_ranks
+from blspeech.training.losses import ctc_loss_sum, hybrid_loss_sum
 from blspeech.training.optim import build_optimizer, optimizer_step
 from blspeech.training.prep import Prepared, build_lr_scheduler, prepare
 
 log = logging.getLogger("blspeech.training.trainer")
-
-
-# --- public helpers ------------------------------------------------------------------------
-
-
-def ctc_loss_sum(log_probs: torch.Tensor, out_lengths: torch.Tensor,
-                 targets: Sequence[Sequence[int]], loss_norm: str = "utterance", blank: int = 0
-                 ) -> tuple[torch.Tensor, int, torch.Tensor | None, list[int]]:
-    """Summed CTC loss of a batch, leaving out utterances too long for their frames.
-
-    Returns ``(loss_sum, count, per_utterance, skipped)``: ``count`` is the number of
-    utterances used (``loss_norm='utterance'``) or their output frames (``'frame'``),
-    ``per_utterance`` the losses of the utterances used (None if none), ``skipped`` the
-    batch indices left out. When nothing is left the sum is a zero that still reaches
-    every parameter, so DDP's gradient sync runs on every rank.
-
-    Example:
-        >>> lp = torch.randn(2, 5, 4).log_softmax(-1)
-        >>> s, n, per, skipped = ctc_loss_sum(lp, torch.tensor([5, 2]), [[1, 2], [3, 3, 3]])
-        >>> n, skipped, per.shape
-        (1, [1], torch.Size([1]))
-    """
-    from blspeech.models.asr import too_long_for_ctc
-
-    # One device-to-host copy of the lengths, not one per utterance.
-    bad = set(too_long_for_ctc([list(t) for t in targets], out_lengths.cpu()))
-    keep = [i for i in range(len(targets)) if i not in bad]
-    if not keep:
-        return log_probs.sum() * 0.0, 0, None, sorted(bad)
-    idx = torch.tensor(keep, device=log_probs.device)
-    lens = out_lengths.to(log_probs.device).index_select(0, idx)
-    ys = torch.tensor([t for i in keep for t in targets[i]], dtype=torch.long,
-                      device=log_probs.device)
-    ylens = torch.tensor([len(targets[i]) for i in keep], dtype=torch.long)
-    # Per utterance (not CTCModel.loss's sum) to name the utterances of a non-finite loss.
-    per = F.ctc_loss(log_probs.index_select(0, idx).transpose(0, 1), ys, lens, ylens,
-                     blank=blank, reduction="none", zero_infinity=False)
-    count = len(keep) if loss_norm == "utterance" else int(lens.sum())
-    return per.sum(), count, per, sorted(bad)
 
 
 # --- the entry point -----------------------------------------------------------------------
@@ -375,14 +336,30 @@ class _Run(EpochLoop):
         loss_sum, count, n_bad, frames, n_skipped = dist_utils.all_reduce_sum(
             sums.tolist(), self.dev)
         if n_bad:
-            names = sorted({u for us in dist_utils.all_gather_object(nonfinite) for u in us})
-            which = (f"at step {self.step + 1} (epoch {self.epoch + 1}) for utterance(s) "
-                     f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
-            if t["amp"] != "fp16":
-                raise UserError(f"non-finite loss {which}; check their features and "
-                                "transcripts, lower optim.lr or use training.amp none")
-            # fp16 overflows now and then: GradScaler skips the step and lowers its scale.
-            log.warning("non-finite fp16 loss %s: GradScaler skips the step", which)
+            self._nonfinite_loss(nonfinite)
+        self._update(count)
+        self.step += 1
+        for key, value in zip(("loss_sum", "count", "skipped", "frames"),
+                              (loss_sum, count, n_skipped, frames), strict=True):
+            self.epoch_stats[key] += value
+        self.last_skipped = n_skipped
+        return (loss_sum / count if count else float("nan")), frames
+
+    def _nonfinite_loss(self, nonfinite: list[str]) -> None:
+        """Stop (or, under fp16, warn) naming the utterances whose loss was not finite."""
+        t = self.t
+        names = sorted({u for us in dist_utils.all_gather_object(nonfinite) for u in us})
+        which = (f"at step {self.step + 1} (epoch {self.epoch + 1}) for utterance(s) "
+                 f"{', '.join(names[:10])}{' ...' if len(names) > 10 else ''}")
+        if t["amp"] != "fp16":
+            raise UserError(f"non-finite loss {which}; check their features and "
+                            "transcripts, lower optim.lr or use training.amp none")
+        # fp16 overflows now and then: GradScaler skips the step and lowers its scale.
+        log.warning("non-finite fp16 loss %s: GradScaler skips the step", which)
+
+    def _update(self, count: float) -> None:
+        """Normalize the summed gradients by the step's ``count``, clip, step."""
+        t, ctx = self.t, self.ctx
         self.scaler.unscale_(self.optimizer)
         if count > 0:
             # Sum over all ranks / global count; DDP has already averaged over ranks.
@@ -399,12 +376,6 @@ class _Run(EpochLoop):
         self.lr = self.optimizer.param_groups[0]["lr"]  # the LR this step uses
         optimizer_step(self.optimizer, self.scheduler, self.scaler, has_loss=count > 0)
         self.optimizer.zero_grad(set_to_none=True)
-        self.step += 1
-        for key, value in zip(("loss_sum", "count", "skipped", "frames"),
-                              (loss_sum, count, n_skipped, frames), strict=True):
-            self.epoch_stats[key] += value
-        self.last_skipped = n_skipped
-        return (loss_sum / count if count else float("nan")), frames
 
     def _loss(self, log_probs: torch.Tensor, out_lens: torch.Tensor, utts: Sequence[str],
               targets: Mapping[str, Any]
@@ -414,8 +385,6 @@ class _Run(EpochLoop):
         if head["type"] == "ctc":
             return (*ctc_loss_sum(log_probs, out_lens, [targets[u] for u in utts],
                                   self.t["loss_norm"]), 0)
-        from blspeech.decoding.hybrid import hybrid_loss_sum
-
         loss, count, per, correct = hybrid_loss_sum(
             log_probs, out_lens, [targets[u] for u in utts], self.model.time_subsampling,
             ali_subsampling=head["ali_subsampling"], label_smoothing=head["label_smoothing"],

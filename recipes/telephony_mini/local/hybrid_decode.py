@@ -23,9 +23,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from blspeech.decoding.hybrid import frame_accuracy, read_topology, viterbi_token_loop
+from blspeech.data.alignments import read_topology
+from blspeech.decoding.hybrid import viterbi_token_loop
 from blspeech.errors import UserError
 from blspeech.inference.decode import decode_data_dir
+from blspeech.inference.forward import frame_accuracy
 from blspeech.inference.model import load_acoustic_model
 from blspeech.io.fileio import atomic_write
 from blspeech.scoring.wer import score
