@@ -287,6 +287,16 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="model checkpoint (.pt)")
     p.add_argument("data_dir", metavar="DATA_DIR", help="Kaldi data dir to decode")
     p.add_argument("out_dir", metavar="OUT_DIR", help="where text, ctm and wer.* go")
+    _search_options(p)
+    _lm_options(p)
+    _hybrid_and_wfst_options(p)
+    p.add_argument("--threads", type=positive, metavar="N",
+                   help="torch CPU threads (default: torch's choice)")
+    _common_data_options(p)
+    p.set_defaults(func=cmd_decode)
+
+
+def _search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("greedy", "beam", "lm", "viterbi", "wfst"),
                    help="search (default: greedy for CTC models, viterbi for hybrid ones)")
     p.add_argument("--beam", type=positive, metavar="N",
@@ -295,6 +305,9 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-prune", type=count, default=16, metavar="N",
                    help="most likely tokens tried per frame in beam searches; 0: all "
                         "(default: 16)")
+
+
+def _lm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lm", metavar="ARPA", help="word n-gram LM (order >= 2) for --method lm")
     p.add_argument("--lexicon", metavar="FILE",
                    help="words for --method lm, one 'word [token ...]' per line (a word alone "
@@ -304,6 +317,9 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
                    help="LM weight on log10 probabilities (default: 2.0)")
     p.add_argument("--word-score", type=float, default=0.0, metavar="S",
                    help="score added per word with --method lm (default: 0)")
+
+
+def _hybrid_and_wfst_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--insertion-penalty", type=float, default=0.0, metavar="P",
                    help="viterbi: cost (nats) of each token entered (default: 0)")
     p.add_argument("--prior-scale", type=float, default=1.0, metavar="S",
@@ -318,10 +334,6 @@ def _add_decode(sub: argparse._SubParsersAction) -> None:
                    help="wfst: cost added per word (default: 0)")
     p.add_argument("--max-active", type=positive, default=7000, metavar="N",
                    help="wfst: most hypotheses kept per frame (default: 7000)")
-    p.add_argument("--threads", type=positive, metavar="N",
-                   help="torch CPU threads (default: torch's choice)")
-    _common_data_options(p)
-    p.set_defaults(func=cmd_decode)
 
 
 def _add_make_bundle(sub: argparse._SubParsersAction) -> None:

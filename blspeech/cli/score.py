@@ -294,38 +294,41 @@ def cmd_score_hub5(args: argparse.Namespace) -> int:
     return 0
 
 
+_HUB5_DESCRIPTION = (
+    "Score a CTM ('file channel start duration word [conf]') against an STM\n"
+    "('file channel speaker start end [<label>] words') the way Kaldi's\n"
+    "egs/swbd local/score_sclite.sh and NIST's hubscr.pl do (sclite -F -D),\n"
+    "counts identical to the NIST tools; by subset too (eval2000: swbd = files\n"
+    "sw_*, callhm = files en_*).\n"
+    "\n"
+    "What is filtered, and why:\n"
+    "  * hypothesis (unless --no-hyp-filter, as Kaldi does before hubscr): noise tags\n"
+    "    [noise] [laughter] [vocalized-noise], <unk>, hesitations (uh um eh mm hm ah\n"
+    "    huh ha er oof hee ach eee ew %hesitation) and fragments (words ending in\n"
+    "    '-'). The reference has hesitations and fragments as optional words, so a\n"
+    "    recognized one gains nothing while a wrong one costs an insertion; noise\n"
+    "    tags are not words.\n"
+    "  * both sides, with --glm (NIST's csrfilt.sh -dh): text upper-cased, the GLM's\n"
+    "    rules applied (spellings, contractions, hesitations -> %HESITATION; in the\n"
+    "    hypothesis a contraction may become alternatives {HE IS / HE HAS}, any of\n"
+    "    which may match), hyphens between letters split words ('x-ray' -> 'x ray'),\n"
+    "    '(a b)' -> '(a) (b)'. The CTM is rewritten word by word, the STM line by line.\n"
+    "  * scoring (sclite): case-insensitive; a reference word in parentheses may be\n"
+    "    left out at no cost and counts as correct either way; a fragment 'th-'\n"
+    "    matches any word starting 'th'; segments reading\n"
+    "    IGNORE_TIME_SEGMENT_IN_SCORING are left out with the words in them.\n"
+    "  Hypothesis words go to segments by time: within a file and channel, a word\n"
+    "  belongs to the first segment (in time order) that ends after its midpoint;\n"
+    "  the last segment takes the rest. CTM words of a file/channel that the STM does\n"
+    "  not have are an error.")
+
+
 def _register_hub5(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "score-hub5",
         help="Hub5 (eval2000) WER from an STM and a CTM, as Kaldi + NIST hubscr.pl count it",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Score a CTM ('file channel start duration word [conf]') against an STM\n"
-            "('file channel speaker start end [<label>] words') the way Kaldi's\n"
-            "egs/swbd local/score_sclite.sh and NIST's hubscr.pl do (sclite -F -D),\n"
-            "counts identical to the NIST tools; by subset too (eval2000: swbd = files\n"
-            "sw_*, callhm = files en_*).\n"
-            "\n"
-            "What is filtered, and why:\n"
-            "  * hypothesis (unless --no-hyp-filter, as Kaldi does before hubscr): noise tags\n"
-            "    [noise] [laughter] [vocalized-noise], <unk>, hesitations (uh um eh mm hm ah\n"
-            "    huh ha er oof hee ach eee ew %hesitation) and fragments (words ending in\n"
-            "    '-'). The reference has hesitations and fragments as optional words, so a\n"
-            "    recognized one gains nothing while a wrong one costs an insertion; noise\n"
-            "    tags are not words.\n"
-            "  * both sides, with --glm (NIST's csrfilt.sh -dh): text upper-cased, the GLM's\n"
-            "    rules applied (spellings, contractions, hesitations -> %HESITATION; in the\n"
-            "    hypothesis a contraction may become alternatives {HE IS / HE HAS}, any of\n"
-            "    which may match), hyphens between letters split words ('x-ray' -> 'x ray'),\n"
-            "    '(a b)' -> '(a) (b)'. The CTM is rewritten word by word, the STM line by line.\n"
-            "  * scoring (sclite): case-insensitive; a reference word in parentheses may be\n"
-            "    left out at no cost and counts as correct either way; a fragment 'th-'\n"
-            "    matches any word starting 'th'; segments reading\n"
-            "    IGNORE_TIME_SEGMENT_IN_SCORING are left out with the words in them.\n"
-            "  Hypothesis words go to segments by time: within a file and channel, a word\n"
-            "  belongs to the first segment (in time order) that ends after its midpoint;\n"
-            "  the last segment takes the rest. CTM words of a file/channel that the STM does\n"
-            "  not have are an error."),
+        description=_HUB5_DESCRIPTION,
         epilog=(
             "examples:\n"
             "  blspeech score-hub5 --stm data/eval2000/stm --glm data/eval2000/glm \\\n"

@@ -91,9 +91,9 @@ class SpeechDataset(Dataset):
         self._index = {u: i for i, u in enumerate(self.utts)}
         self.speakers = self._read_speakers()
         self.texts = self._read_texts() if transcripts else None
-        self._global_cmvn: tuple[np.ndarray, np.ndarray] | None = None
+        self._global_cmvn: np.ndarray | None = None
         self._cmvn_rx: list[str] = []
-        self._cmvn_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._cmvn_cache: dict[str, np.ndarray] = {}
         if cmvn != "none":
             self._init_cmvn()
 
@@ -253,7 +253,7 @@ class SpeechDataset(Dataset):
             raise UserError(f"{scp}: no statistics for utterance {utt!r}{hint}; rerun "
                             f"'blspeech compute-cmvn --per-utterance {self.data_dir}'")
 
-    def _load_stats(self, rxspec: str, where: str) -> tuple[np.ndarray, np.ndarray]:
+    def _load_stats(self, rxspec: str, where: str) -> np.ndarray:
         try:
             stats = kaldi.read_matrix(rxspec)
         except kaldi.KaldiFormatError as e:
@@ -264,12 +264,12 @@ class SpeechDataset(Dataset):
         if not np.isfinite(stats).all():
             raise UserError(f"{where}: CMVN stats contain NaN or inf")
         try:
-            mean, std = kaldi.cmvn_from_stats(stats)
+            kaldi.cmvn_from_stats(stats)  # counts no frames, negative variance: say where
         except ValueError as e:
             raise UserError(f"{where}: {e}") from e
-        return mean, std
+        return stats
 
-    def _stats_for(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    def _stats_for(self, i: int) -> np.ndarray:
         if self._global_cmvn is not None:
             return self._global_cmvn
         rx = self._cmvn_rx[i]
@@ -294,14 +294,14 @@ class SpeechDataset(Dataset):
                             f"{bad} of {mat.shape[0]} frames; recompute them or remove the "
                             "utterance")
         if self.cmvn != "none":
-            mean, std = self._stats_for(i)
-            if mean.shape[0] != mat.shape[1]:
-                raise UserError(f"{self._where(utt)}: CMVN stats have dim {mean.shape[0]} but "
-                                f"the features have dim {mat.shape[1]}; recompute the CMVN "
+            from blspeech.frontend.features import apply_cmvn
+
+            stats = self._stats_for(i)
+            if stats.shape[1] - 1 != mat.shape[1]:
+                raise UserError(f"{self._where(utt)}: CMVN stats have dim {stats.shape[1] - 1} "
+                                f"but the features have dim {mat.shape[1]}; recompute the CMVN "
                                 "stats")
-            mat = mat - mean
-            if self.norm_vars:
-                mat = mat / std
+            mat = apply_cmvn(mat, stats, self.norm_vars)
         return {"utt": utt, "feats": torch.from_numpy(np.ascontiguousarray(mat, np.float32)),
                 "text": None if self.texts is None else self.texts[i],
                 "speaker": self.speakers[i]}

@@ -364,8 +364,11 @@ def apply_cmvn(feats: np.ndarray | Tensor, stats: np.ndarray | Tensor,
         out = feats - m
         return out / torch.as_tensor(std, dtype=feats.dtype, device=feats.device) \
             if norm_vars else out
-    out = feats - mean.astype(feats.dtype)
-    return (out / std.astype(feats.dtype)) if norm_vars else out
+    # Double precision, then the input's dtype (as Kaldi's apply-cmvn and the datasets).
+    out = feats - mean
+    if norm_vars:
+        out = out / std
+    return out.astype(feats.dtype, copy=False)
 
 
 def load_cmvn_stats(data_dir: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -502,37 +502,30 @@ def _parse_rule(text: str, where: str, n: int) -> GlmRule:
         e = ictx - 1
         while e > s and text[e] in _C_SPACE:
             e -= 1
-    rhs = ""
-    while s < e and text[s] not in _C_SPACE:
-        s += 1
-    if s < e:
-        while text[s] in _C_SPACE:
-            s += 1
-        s, e = _strip_bounds(text, s, e)
-        rhs = text[s:e + 1]
+    rhs = _after_marker(text, s, e)
     left = right = ""
     if ictx >= 0 and islot >= 0:
         s, e = ictx, islot - 1
         while e > s and text[e] in _C_SPACE:
             e -= 1
-        while s < e and text[s] not in _C_SPACE:
-            s += 1
-        if s < e:
-            while text[s] in _C_SPACE:
-                s += 1
-            s, e = _strip_bounds(text, s, e)
-            left = text[s:e + 1]
-        s, e = islot, _last_nonspace(text)
-        while s < e and text[s] not in _C_SPACE:
-            s += 1
-        if s < e:
-            while text[s] in _C_SPACE:
-                s += 1
-            s, e = _strip_bounds(text, s, e)
-            right = text[s:e + 1]
+        left = _after_marker(text, s, e)
+        right = _after_marker(text, islot, _last_nonspace(text))
     if not lhs:
         raise UserError(f"{where}: empty left-hand side (the rule could never apply)")
     return GlmRule(lhs, rhs, left, right, n)
+
+
+def _after_marker(text: str, s: int, e: int) -> str:
+    """``text[s:e + 1]`` without its first token (the marker: '=>', '/' or '__') and the
+    blanks around the rest, as grules2.c scans it; '' when nothing follows the marker."""
+    while s < e and text[s] not in _C_SPACE:
+        s += 1
+    if s >= e:
+        return ""
+    while text[s] in _C_SPACE:
+        s += 1
+    s, e = _strip_bounds(text, s, e)
+    return text[s:e + 1]
 
 
 def _aux_value(text: str) -> str | None:

@@ -289,6 +289,20 @@ def _align_network(ref: Sequence[Token], hyp: Sequence[Token], *, optional: bool
     """
     ra, rp, rend = _network(ref, optional, fragments)
     ha, hp, hend = _network(hyp, optional, fragments)
+    cost, back = _network_dp(ra, rp, ha, hp)
+    a, b = rend[0], hend[0]
+    for p in rend:  # the first cheapest pair of final arcs
+        for q in hend:
+            if cost[p][q] < cost[a][b]:
+                a, b = p, q
+    return _trace_back(back, ra, ha, a, b)
+
+
+def _network_dp(ra: Sequence[Any], rp: Sequence[Sequence[int]], ha: Sequence[Any],
+                hp: Sequence[Sequence[int]]
+                ) -> tuple[list[list[float]], list[list[tuple[int, int]]]]:
+    """The cost and back-pointer tables of :func:`_align_network` (arcs ``ra``/``ha``,
+    their predecessors ``rp``/``hp``)."""
     # Costs are small integers unless an '@' is around; then add in single precision as
     # sclite does, so that ties fall the same way.
     exact = not any(w is not None and w.null for w in (*ra, *ha))
@@ -329,11 +343,12 @@ def _align_network(ref: Sequence[Token], hyp: Sequence[Token], *, optional: bool
                 row[b], back[a][b] = dele, (da, b)
             else:
                 row[b], back[a][b] = ins, (a, ib)
-    a, b = rend[0], hend[0]
-    for p in rend:  # the first cheapest pair of final arcs
-        for q in hend:
-            if cost[p][q] < cost[a][b]:
-                a, b = p, q
+    return cost, back
+
+
+def _trace_back(back: Sequence[Sequence[tuple[int, int]]], ra: Sequence[Any],
+                ha: Sequence[Any], a: int, b: int) -> list[Step]:
+    """The alignment steps from the final arcs ``(a, b)`` back to the start."""
     steps: list[Step] = []
     while a > 0 or b > 0:
         pa, pb = back[a][b]

@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
                "--evaluate exp/bl50/best.pt\n"
                "\nexit codes: 0 success, 2 usage/data error (one line on stderr).",
     )
+    _model_and_optimizer_options(p)
+    _run_options(p)
+    return p
+
+
+def _model_and_optimizer_options(p: argparse.ArgumentParser) -> None:
     a = p.add_argument
     a("--data-dir", required=True,
       help="ImageFolder root holding train/ and val/, each with one sub-folder per class")
@@ -105,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--workers", type=int, default=None,
       help="data-loading worker processes per process; default: the CPUs available to "
            "this node divided by its process count, at most 8")
+
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    a = p.add_argument
     a("--amp", choices=("none", "bf16", "fp16"), default="none",
       help="mixed precision: bf16 autocast (CPU or CUDA), or fp16 autocast with a "
            "GradScaler (CUDA only)")
@@ -127,7 +138,6 @@ def build_parser() -> argparse.ArgumentParser:
     a("--evaluate", metavar="CKPT", default=None,
       help="only evaluate checkpoint CKPT on val/ and print one JSON line (also written "
            "next to it as eval_<name>.json); the model comes from the checkpoint")
-    return p
 
 
 # ----------------------------------------------------------------------- train/eval
