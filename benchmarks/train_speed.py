@@ -29,6 +29,13 @@ per-op overhead inflates the many small ops a little).
 telephony recipe does; ``--padded`` makes every other utterance 5% shorter than the batch,
 so the padding masks (convolution inputs, BatchNorm statistics) run as in a bucketed
 batch; without it nothing is padded and the masks cost nothing.
+
+``--shapes N`` gives every model N batches of different lengths (0.4x to 2x ``--seconds``
+in multiples of 32 frames, each as many utterances as fill the same frame budget) that
+take turns step by step, as the recipe's length buckets do; a step of a new shape costs
+more than a repeated one, and more so in the bL model (use ``--steps`` a multiple of N).
+``--bl-set KEY=VALUE`` changes a Big-Little setting of the bL model (``alpha``, ``beta``,
+``bl_stages``, ``merge``) to compare variants against the same baseline.
 """
 
 from __future__ import annotations
@@ -66,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--channels-last", action="store_true", help="NHWC convolutions")
     p.add_argument("--padded", action="store_true",
                    help="every other utterance 5%% shorter: padding masks at work")
+    p.add_argument("--shapes", type=int, default=1, metavar="N",
+                   help="cycle through N batch shapes of the same frame budget, as the "
+                        "recipe's length buckets do (default: 1, one fixed batch)")
     p.add_argument("--bl-set", action="append", default=[], metavar="KEY=VALUE",
                    help="a Big-Little setting of the bL model other than the preset's, e.g. "
                         "beta=2 or bl_stages=3 (repeatable; the baseline is unchanged)")
@@ -78,6 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              (item.split("=", 1) for item in args.bl_set)}
     except ValueError:
         p.error(f"--bl-set takes KEY=VALUE, got {args.bl_set}")
+    if args.shapes < 1:
+        p.error(f"--shapes must be >= 1, got {args.shapes}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda, but CUDA is not available here")
     return args
@@ -93,8 +105,24 @@ def flops_per_second(model: torch.nn.Module, device: torch.device) -> float:
     return counter.get_total_flops() / 10.0
 
 
+def batch_shapes(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """``(utterances, frames)`` of each batch: ``--batch`` x ``--seconds`` alone, or with
+    ``--shapes N`` N lengths from 0.4x to 2x that, multiples of 32 frames as the recipe pads
+    them, each with as many utterances as fit the same frame budget (the recipe's
+    ``max_frames`` batching)."""
+    frames = int(args.seconds / FRAME_SHIFT)
+    if args.shapes == 1:
+        return [(args.batch, frames)]
+    budget = args.batch * frames
+    out = []
+    for k in range(args.shapes):
+        t = max(32, 32 * round(frames * (0.4 + 1.6 * k / (args.shapes - 1)) / 32))
+        out.append((max(1, budget // t), t))
+    return out
+
+
 class Trainer:
-    """One model, its optimizer and a fixed batch."""
+    """One model, its optimizer and its batches (the same for every model)."""
 
     def __init__(self, name: str, args: argparse.Namespace, device: torch.device,
                  overrides: dict[str, Any] | None = None) -> None:
@@ -106,23 +134,30 @@ class Trainer:
             device, memory_format=fmt)
         self.flops = flops_per_second(self.model, device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
-        frames = int(args.seconds / FRAME_SHIFT)
         g = torch.Generator().manual_seed(1)
-        self.feats = torch.randn(args.batch, frames, 40, generator=g).to(device)
-        self.lengths = torch.full((args.batch,), frames, device=device)
-        if args.padded:
-            self.lengths[1::2] = int(frames * 0.95)
-        # About one token per 4 output frames, like characters of fast speech.
-        n_tok = max(1, frames // (self.model.time_subsampling * 4))
-        self.targets = torch.randint(1, args.vocab, (args.batch, n_tok), generator=g).to(device)
-        self.target_lengths = torch.full((args.batch,), n_tok, device=device)
+        self.batches = [self._batch(b, t, args, g) for b, t in batch_shapes(args)]
+        self.next = 0
         self.bf16 = device.type == "cuda"
 
+    def _batch(self, batch: int, frames: int, args: argparse.Namespace, g: torch.Generator
+               ) -> tuple[torch.Tensor, ...]:
+        feats = torch.randn(batch, frames, 40, generator=g).to(self.device)
+        lengths = torch.full((batch,), frames, device=self.device)
+        if args.padded:
+            lengths[1::2] = int(frames * 0.95)
+        # About one token per 4 output frames, like characters of fast speech.
+        n_tok = max(1, frames // (self.model.time_subsampling * 4))
+        targets = torch.randint(1, args.vocab, (batch, n_tok), generator=g).to(self.device)
+        return feats, lengths, targets, torch.full((batch,), n_tok, device=self.device)
+
     def step(self) -> None:
+        """One training step on the next of the batches (they take turns)."""
+        feats, lengths, targets, target_lengths = self.batches[self.next % len(self.batches)]
+        self.next += 1
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            log_probs, out_lengths = self.model(self.feats, self.lengths)
-        loss = self.model.loss(log_probs.float(), out_lengths, self.targets,
-                               self.target_lengths) / self.feats.shape[0]
+            log_probs, out_lengths = self.model(feats, lengths)
+        loss = self.model.loss(log_probs.float(), out_lengths, targets,
+                               target_lengths) / feats.shape[0]
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
@@ -165,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     trainers = [Trainer(names[0], args, device),
                 Trainer(names[1], args, device, args.bl_overrides)]
     for t in trainers:
-        for _ in range(args.warmup):
+        for _ in range(max(args.warmup, args.shapes)):  # every shape once
             t.step()
     times: dict[str, list[float]] = {t.name: [] for t in trainers}
     peak: dict[str, int] = {}
@@ -196,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"{torch.get_num_threads()} threads)"),
         "dtype": "bf16 autocast" if device.type == "cuda" else "float32",
         "torch": torch.__version__, "batch": args.batch, "seconds": args.seconds,
+        "shapes": batch_shapes(args),
         "bl_overrides": args.bl_overrides,
         "channels_last": args.channels_last, "padded": args.padded,
         "models": rows,
@@ -211,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"device: {result['device']}, {result['dtype']}, torch {result['torch']}; batch "
           f"{args.batch} x {args.seconds:g} s, median of {args.rounds} rounds x {args.steps} "
-          f"steps; channels-last {args.channels_last}, padded {args.padded}")
+          f"steps; channels-last {args.channels_last}, padded {args.padded}, "
+          f"{args.shapes} batch shape(s)")
     print(f"{'model':<24}{'params':>10}{'GFLOPs/s audio':>16}{'s/step':>10}"
           f"{'audio s/s':>11}" + (f"{'peak MiB':>10}" if peak else ""))
     for name, r in rows.items():

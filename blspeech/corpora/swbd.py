@@ -38,7 +38,7 @@ import re
 import shlex
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -499,6 +499,30 @@ def _hours(segments: list[_Segment]) -> float:
     return round(sum(s.end - s.start for s in segments) / 3600, 3)
 
 
+def _ms98_segments(transcripts: Sequence[Path], audio: Mapping[str, Path]
+                   ) -> tuple[list[_Segment], set[str], list[str], list[str]]:
+    """The segments of the ms98 transcripts with words and audio; the conversations
+    without audio, and where the lines without words or time are."""
+    segments, no_audio, empty, zero = [], set(), [], []
+    for path in transcripts:
+        for conv, side, start, end, raw, where in _read_ms98(path):
+            if conv not in audio:
+                no_audio.add(conv)
+                continue
+            text = normalize_swbd_words(raw)
+            if not text:
+                empty.append(where)
+                continue
+            start_cs, end_cs = _centiseconds(start), _centiseconds(end)
+            if end_cs <= start_cs:
+                zero.append(where)
+                continue
+            rec = f"{conv}-{side}"
+            segments.append(_Segment(_utt_id(rec, start, end), rec, start_cs / 100,
+                                     end_cs / 100, " ".join(text), where))
+    return segments, no_audio, empty, zero
+
+
 def prepare_swbd(swbd_dir: str | os.PathLike, ms98_dir: str | os.PathLike,
                  out_dir: str | os.PathLike) -> dict:
     """Write the Switchboard-1 training data dir; returns a summary (JSON-ready).
@@ -532,23 +556,7 @@ def prepare_swbd(swbd_dir: str | os.PathLike, ms98_dir: str | os.PathLike,
         raise UserError(f"{ms98}: no *-trans.text files found under it (expected the ms98 "
                         "transcripts: 20/2001/sw2001A-ms98-a-trans.text ...)")
 
-    segments, no_audio, empty, zero = [], set(), [], []
-    for path in transcripts:
-        for conv, side, start, end, raw, where in _read_ms98(path):
-            if conv not in audio:
-                no_audio.add(conv)
-                continue
-            text = normalize_swbd_words(raw)
-            if not text:
-                empty.append(where)
-                continue
-            start_cs, end_cs = _centiseconds(start), _centiseconds(end)
-            if end_cs <= start_cs:
-                zero.append(where)
-                continue
-            rec = f"{conv}-{side}"
-            segments.append(_Segment(_utt_id(rec, start, end), rec, start_cs / 100,
-                                     end_cs / 100, " ".join(text), where))
+    segments, no_audio, empty, zero = _ms98_segments(transcripts, audio)
     if not segments:
         why = (f"none of the {len(no_audio)} transcribed conversations has audio there "
                f"({_examples(sorted(no_audio))})" if no_audio else "no line has words")

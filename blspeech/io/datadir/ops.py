@@ -386,6 +386,18 @@ def speed_command(wav_entry: str, factor: float) -> str:
     return f"sox -R {shlex.quote(entry)} -t wav - speed {float(factor)} |"
 
 
+def _speed_factors(factors: Sequence[float]) -> list[float]:
+    factors = [float(f) for f in factors]
+    if not factors:
+        raise UserError("give at least one speed factor")
+    bad = [f for f in factors if not math.isfinite(f) or f <= 0]
+    if bad:
+        raise UserError(f"speed factors must be positive numbers, got {bad[0]}")
+    if len({speed_prefix(f) for f in factors}) != len(factors):
+        raise UserError(f"speed factors repeat: {factors}")
+    return factors
+
+
 def perturb_speed(src: str | os.PathLike, dst: str | os.PathLike,
                   factors: Sequence[float] = (0.9, 1.0, 1.1)) -> dict:
     """Speed-perturbed copies of a data dir, like Kaldi's ``perturb_data_dir_speed_3way.sh``.
@@ -401,14 +413,7 @@ def perturb_speed(src: str | os.PathLike, dst: str | os.PathLike,
         360
     """
     src, dst = os.fspath(src), os.fspath(dst)
-    factors = [float(f) for f in factors]
-    if not factors:
-        raise UserError("give at least one speed factor")
-    bad = [f for f in factors if not math.isfinite(f) or f <= 0]
-    if bad:
-        raise UserError(f"speed factors must be positive numbers, got {bad[0]}")
-    if len({speed_prefix(f) for f in factors}) != len(factors):
-        raise UserError(f"speed factors repeat: {factors}")
+    factors = _speed_factors(factors)
     _check_distinct(dst, src)
     d = DataDir.load(src)
     for name in ("wav.scp", "utt2spk"):

@@ -100,6 +100,17 @@ def check_data_dir(d: DataDir, *, check_files: bool = True,
             elif (found := files.check(name, e.value)) is not None:
                 add(name, e.key, found[1], found[0])
 
+    utts = _validate_utterances(d, add)
+    _validate_speakers(d, utts, add)
+    _validate_recordings(d, add)
+    return sorted(problems, key=lambda p: (TABLES.index(os.path.basename(p.file))
+                                           if os.path.basename(p.file) in TABLES else 99,
+                                           p.line or 0))
+
+
+def _validate_utterances(d: DataDir, add) -> set[str]:
+    """Every per-utterance table has the utterances of the first one (``utt_source``);
+    returns those utterance ids."""
     source = d.utt_source
     utts = set(d.tables[source]) if source else set()
     for name in UTT_TABLES:
@@ -112,12 +123,7 @@ def check_data_dir(d: DataDir, *, check_files: bool = True,
                     f"of {source})")
         for utt in c_sorted(utts - set(keys)):
             add(source, utt, f"missing from {name}", kind="utt")
-
-    _validate_speakers(d, utts, add)
-    _validate_recordings(d, add)
-    return sorted(problems, key=lambda p: (TABLES.index(os.path.basename(p.file))
-                                           if os.path.basename(p.file) in TABLES else 99,
-                                           p.line or 0))
+    return utts
 
 
 def _validate_speakers(d: DataDir, utts: set[str], add) -> None:
