@@ -188,7 +188,7 @@ class EpochLoop:
         dist_utils.broadcast_buffers(self.model)
         metrics = self.evaluate_epoch()
         self.epoch += 1
-        improved = self._improves(metrics.get(self.select_by))
+        improved = self._record_if_best(metrics.get(self.select_by))
         self.last_row = self.epoch_row(metrics, improved)
         if self.ctx.is_main:
             # The row goes first: after a crash before the checkpoint, resuming drops it
@@ -204,7 +204,9 @@ class EpochLoop:
                 self.writer.flush()
         dist_utils.barrier()  # nobody runs ahead while rank 0 writes the checkpoint
 
-    def _improves(self, value: float | None) -> bool:
+    def _record_if_best(self, value: float | None) -> bool:
+        """Whether ``value`` beats the best so far (then it becomes the best); a missing or
+        non-finite metric never does."""
         if value is None or not math.isfinite(value):
             return False
         best = self.progress.best
