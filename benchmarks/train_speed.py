@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from blspeech.models import build_model
 from blspeech.models.asr import CTCModel
+from blspeech.training.optim import build_optimizer
 
 FRAME_SHIFT = 0.01
 
@@ -133,7 +134,7 @@ class Trainer:
         self.model = CTCModel(build_model(name, **(overrides or {})), args.vocab).to(
             device, memory_format=fmt)
         self.flops = flops_per_second(self.model, device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.opt = build_optimizer(self.model, "adamw", lr=1e-3, weight_decay=1e-3)  # the recipe's
         g = torch.Generator().manual_seed(1)
         self.batches = [self._batch(b, t, args, g) for b, t in batch_shapes(args)]
         self.next = 0

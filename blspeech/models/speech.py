@@ -107,6 +107,7 @@ class PaddingMask:
         self.time_dim = time_dim
         self.static = False
         self._masks: dict[int, torch.Tensor] = {}
+        self._shaped: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
         self._size_level: dict[int, int] = {}
         self._level_lengths: list[torch.Tensor] = []
         self._static_masks: dict[tuple[int, int, torch.dtype], torch.Tensor] = {}
@@ -136,9 +137,13 @@ class PaddingMask:
             return None
         if self._recording:
             setattr(module, self.LEVEL_ATTR, self._size_level[size])
-        shape = [1] * x.dim()
-        shape[0], shape[self.time_dim] = mask.shape
-        return mask.view(shape).to(x.dtype)
+        key = (size, x.dim(), x.dtype)
+        shaped = self._shaped.get(key)
+        if shaped is None:  # once per batch, not once per layer
+            shape = [1] * x.dim()
+            shape[0], shape[self.time_dim] = mask.shape
+            shaped = self._shaped[key] = mask.view(shape).to(x.dtype)
+        return shaped
 
     def _static_mask(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
         level = getattr(module, self.LEVEL_ATTR, None)
@@ -177,6 +182,7 @@ class PaddingMask:
             yield
         finally:
             self._masks.clear()
+            self._shaped.clear()
             self._size_level.clear()
             self._level_lengths = []
             self._static_masks.clear()

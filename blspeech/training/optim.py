@@ -55,11 +55,15 @@ def build_optimizer(
         ValueError: unknown ``name``.
     """
     groups = param_groups(model, weight_decay)
+    # One fused kernel for all parameters instead of ~10 ops per parameter tensor: that
+    # per-tensor cost grows with the layer count (the bL model has 1.6x the baseline's).
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for g in groups for p in g["params"]) or None
     key = name.lower()
     if key == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True, fused=fused)
     if key == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=betas)
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused)
     raise UserError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
