@@ -171,6 +171,23 @@ def test_masked_batch_norm_equals_batch_norm_over_valid_positions(dims, momentum
     torch.testing.assert_close(_valid(masked(x), lengths), ref(x_valid), rtol=1e-5, atol=1e-5)
 
 
+def test_masked_batch_norm_keeps_channels_last_layout_in_both_directions():
+    # Speed, not numbers: ops that mix channels-last activations with (B, C, 1, T)
+    # operands come out strided and are 3-4x slower, and so is every op after them.
+    torch.manual_seed(0)
+    leaf = torch.randn(4, 8, 5, 12).contiguous(memory_format=torch.channels_last)
+    x = leaf.requires_grad_() * 1  # not a leaf: .grad of a leaf is re-laid out
+    grads = []
+    x.register_hook(grads.append)  # the gradient as the backward pass made it
+    bn = MaskedBatchNorm2d(8)
+    mask = (torch.arange(12)[None, :] < torch.tensor([12, 9, 12, 4])[:, None]).float()
+    bn.time_mask = lambda _module, t: mask.view(4, 1, 1, 12).to(t.dtype)
+    out = bn(x)
+    out.backward(torch.randn_like(out))  # randn_like keeps channels-last
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+
+
 def test_encoders_use_masked_bn_with_unchanged_state_dict_keys():
     enc = build_model("bl_resnet_am_tiny")
     bns = [m for m in enc.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
