@@ -7,6 +7,7 @@ variants (other rates, segments, pipes) in their own ``tmp_path``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -47,17 +48,37 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
+def _espeak_wav(text: str, voice: str, speed: int) -> bytes:
+    """espeak-ng's wav bytes; kept in $BLSPEECH_TEST_SPEECH_CACHE when that is set.
+
+    The cache lets the suite run where espeak-ng cannot be installed (the GPU machine):
+    fill it by running the tests once where espeak-ng is, then copy the folder.
+    """
+    cache = os.environ.get("BLSPEECH_TEST_SPEECH_CACHE")
+    key = hashlib.sha256(f"{voice}\0{speed}\0{text}".encode()).hexdigest()[:20]
+    cached = Path(cache, f"{key}.wav") if cache else None
+    if cached is not None and cached.is_file():
+        return cached.read_bytes()
+    if not espeak_available():
+        pytest.fail("espeak-ng is not installed: run 'make setup' as root (or apt-get "
+                    "install espeak-ng)")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(wav)
+        os.replace(tmp, cached)
+    return wav
+
+
 def synthesize(text: str, voice: str = "en-us", sample_rate: int = 16000,
                speed: int = 160) -> np.ndarray:
     """Speak ``text`` with espeak-ng; float32 mono at ``sample_rate``."""
     import torch
     import torchaudio
 
-    if not espeak_available():
-        pytest.fail("espeak-ng is not installed: run 'make setup' as root (or apt-get "
-                    "install espeak-ng)")
-    wav = subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text],
-                         check=True, capture_output=True).stdout
+    wav = _espeak_wav(text, voice, speed)
     audio, rate = sf.read(io.BytesIO(wav), dtype="float32")
     if rate != sample_rate:
         audio = torchaudio.functional.resample(torch.from_numpy(audio), rate,

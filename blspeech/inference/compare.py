@@ -11,9 +11,10 @@ measures, side by side in one process:
 * ``rtf``: the real-time factor of greedy decoding (model forward with BatchNorm folded
   into the convolutions + best path over the data dir's features, in length-sorted
   batches, as ``blspeech decode`` does) divided by the audio duration. Features are read
-  once before timing; the models then take turns in every repeat (the order rotates, so
-  none always runs first) and the median over repeats is reported, so every model sees
-  the same machine state;
+  once before timing and every model decodes them once untimed (its kernels' set-up per
+  batch shape, CUDA's lazy initialization); the models then take turns in every repeat
+  (the order rotates, so none always runs first) and the median over repeats is
+  reported, so every model sees the same machine state;
 * ``rtf_ratio``: the median over repeats of each round's RTF divided by the *first*
   model's RTF in the same round (paired ratios: a round slowed by another process slows
   both models of the pair), with ``rtf_ratio_runs`` and ``rtf_ratio_iqr``. ``rtf_stable``
@@ -139,6 +140,8 @@ def measure_efficiency(checkpoints: Mapping[str, str | os.PathLike], data_dir: s
         runs: dict[str, list[float]] = {name: [] for name in names}
         from tqdm import tqdm
 
+        for name in names:  # untimed: kernel set-up per shape (oneDNN, cuDNN), lazy CUDA init
+            _timed_decode(bundles[name], inputs[name])
         for r in tqdm(range(repeats), desc="rtf", disable=not progress, leave=False):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 runs[name].append(_timed_decode(bundles[name], inputs[name]) / audio_seconds)

@@ -82,6 +82,11 @@ def is_initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def backend() -> str:
+    """The process group's backend (``nccl``, ``gloo``), or ``none`` without one."""
+    return str(dist.get_backend()) if is_initialized() else "none"
+
+
 def get_rank() -> int:
     """Global rank (0 without a process group)."""
     return dist.get_rank() if is_initialized() else 0

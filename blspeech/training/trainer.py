@@ -201,8 +201,9 @@ class _Run(EpochLoop):
                    f"hybrid head, {model.num_pdfs} pdfs"
                    f"{' (token topology)' if model.topology else ''}")
         log.info("model %s: %.2fM parameters, %s, %d train / %d dev utterances, "
-                 "world size %d, device %s, amp %s", self.cfg["model"]["name"], n_params / 1e6,
-                 outputs, len(p.train_ds), len(p.dev_ds), ctx.world_size, self.dev, t["amp"])
+                 "world size %d (process group: %s), device %s, amp %s",
+                 self.cfg["model"]["name"], n_params / 1e6, outputs, len(p.train_ds),
+                 len(p.dev_ds), ctx.world_size, dist_utils.backend(), self.dev, t["amp"])
         log.info("%d batches per epoch and rank, %d optimizer steps per epoch, global batch "
                  "%d x %d batches of <= %d frames", p.batches_per_epoch, p.steps_per_epoch,
                  ctx.world_size, t["accum_grad"], self.cfg["data"]["max_frames"])
