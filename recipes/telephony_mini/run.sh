@@ -68,8 +68,9 @@
 #                         the RTF comparison [2]
 #   --encoders "A B ..."  registered encoder names; the first is the paired-RTF reference
 #                         [resnet_am_mini bl_resnet_am_mini]; the peers quartznet_mini and
-#                         conformer_mini are optional (see README: not out of their
-#                         all-blank stage in this budget)
+#                         conformer_mini are optional (README, "Peers": QuartzNet does not
+#                         leave its all-blank stage in this budget; the Conformer is not
+#                         yet in the seeded comparison)
 #   --seeds N             train every encoder N times (seeds 0..N-1); RESULTS.md gives
 #                         mean and spread [1]
 #   --train-jobs N        trainings run at the same time, each with --nj / N threads (on 2
