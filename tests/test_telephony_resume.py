@@ -31,8 +31,10 @@ def test_killed_run_resumes(corpus, tmp_path):
     data = corpus
     exp = tmp_path / "exp"
     enc = ENCODERS[:2]
+    # WFST decoding is left out here (test_telephony_recipe.py covers it): the report's
+    # seeds need no more than greedy and LM decodes.
     cmd = _cmd(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders", " ".join(enc),
-               "--epochs", "2", "--seeds", "2", "--train-jobs", "2")
+               "--epochs", "1", "--seeds", "2", "--train-jobs", "2", "--wfst", "false")
     proc = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     firsts = [exp / e / "final.pt" for e in enc]
@@ -47,14 +49,14 @@ def test_killed_run_resumes(corpus, tmp_path):
     assert not (exp / f"{enc[1]}_seed1" / "final.pt").exists()
     first_mtimes = [f.stat().st_mtime_ns for f in firsts]
     r = run_recipe(data, exp, "--stage", "3", "--stop-stage", "7", "--encoders",
-                   " ".join(enc), "--epochs", "2", "--baseline", enc[0], "--candidate", enc[1],
-                   "--seeds", "2")
+                   " ".join(enc), "--epochs", "1", "--baseline", enc[0], "--candidate", enc[1],
+                   "--seeds", "2", "--wfst", "false")
     assert [f.stat().st_mtime_ns for f in firsts] == first_mtimes
     rows = json.loads((exp / "results.json").read_text())
-    assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 2 for r_ in rows)
+    assert [r_["encoder"] for r_ in rows] == enc and all(r_["epochs"] == 1 for r_ in rows)
     metrics = [json.loads(line) for line in
                (exp / enc[1] / "metrics.jsonl").read_text().splitlines()]
-    assert [m["epoch"] for m in metrics] == [1, 2]
+    assert [m["epoch"] for m in metrics] == [1]
     assert "RESULTS.md" in r.stdout
     # Seed 1 trained with its own seed, and the report has every seed's WER.
     assert yaml.safe_load((exp / f"{enc[1]}_seed1" / "config.yaml").read_text()
@@ -67,4 +69,4 @@ def test_killed_run_resumes(corpus, tmp_path):
         second = json.loads((exp / run / f"{key}{row['test_set']}" / "wer.json").read_text())
         assert row["wers"][1] == pytest.approx(second["wer"], abs=0.01)
     assert "## Seeds (2 per encoder)" in (exp / "RESULTS.md").read_text()
-    assert {row["decoding"] for row in seeds} == {"greedy", "LM", "WFST"}
+    assert {row["decoding"] for row in seeds} == {"greedy", "LM"}
