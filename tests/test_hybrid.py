@@ -43,8 +43,9 @@ from blspeech.io.checkpoint import load_checkpoint
 from blspeech.io.kaldi import read_int_vectors, read_matrices, read_table, write_int_vectors
 from blspeech.models import build_model
 from blspeech.models.asr import HybridModel, acoustic_model_from_config
-from blspeech.training.config import read_config_file
+from blspeech.training.config import build_config, read_config_file
 from blspeech.training.losses import hybrid_loss_sum
+from blspeech.training.prep import prepare
 from blspeech.training.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -368,6 +369,49 @@ def test_hybrid_config_and_alignment_errors(corpus, tmp_path, capsys):
         assert cli_main(base + extra) == 2, extra
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_init_encoder_starts_from_another_runs_encoder(corpus, hybrid_exp, tmp_path, capsys):
+    """training.init_encoder: a CTC run starts from the hybrid model's encoder, its head
+    fresh; a resumed run keeps its own weights; a different encoder is one-line error."""
+    exp, _ = hybrid_exp
+    source = load_checkpoint(exp / "best.pt")["model"]
+    cfg = build_config(read_config_file("ctc_tiny"),
+                       {"training.init_encoder": str(exp / "best.pt")})
+    args = (os.fspath(corpus["data"]), os.fspath(corpus["data"]), os.fspath(corpus["lang"]),
+            os.fspath(tmp_path / "ctc"), "cpu")
+    model = prepare(cfg, *args, resume=True).model
+    got = model.state_dict()
+    enc = [k for k in source if k.startswith("encoder.")]
+    assert enc and all(torch.equal(got[k], source[k]) for k in enc)
+    scratch = prepare(build_config(read_config_file("ctc_tiny")), *args, resume=True).model
+    assert not all(torch.equal(got[k], scratch.state_dict()[k]) for k in enc)
+    # The head is fresh: the same initial values as a run without init_encoder.
+    assert torch.equal(got["head.weight"], scratch.state_dict()["head.weight"])
+    # A run to resume keeps its checkpoint's weights (init_encoder only starts a run).
+    one = build_config(read_config_file("ctc_tiny"), {"training.epochs": 1})
+    train(one, train_dir=args[0], dev_dir=args[1], tokenizer_dir=args[2], exp_dir=args[3],
+          device="cpu", resume=False)
+    resumed = prepare(cfg, *args, resume=True)
+    assert resumed.ckpt is not None
+    assert torch.equal(resumed.model.state_dict()[enc[0]], scratch.state_dict()[enc[0]])
+    capsys.readouterr()
+
+    base = ["train", "--config", "ctc_tiny", "--train-dir", str(corpus["data"]),
+            "--dev-dir", str(corpus["data"]), "--tokenizer-dir", str(corpus["lang"]),
+            "--exp-dir", str(tmp_path / "bad"), "--device", "cpu"]
+    for extra, message in [
+        (["--set", f"training.init_encoder={exp / 'best.pt'}", "--set",
+          "model.name=resnet_am_tiny"], "holds a bl_resnet_am_tiny encoder, but this run "
+         "trains resnet_am_tiny"),
+        (["--set", f"training.init_encoder={exp / 'best.pt'}", "--set", "model.alpha=4"],
+         "do not fit this run's bl_resnet_am_tiny"),
+        (["--set", f"training.init_encoder={tmp_path / 'none.pt'}"], "does not exist"),
+    ]:
+        assert cli_main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "bad").exists()
 
 
 # --- the token topology end to end ---------------------------------------------------------

@@ -143,14 +143,6 @@ def test_bundles(recipe):
     data, exp, _ = recipe
     for enc in ENCODERS:
         _bundle_matches_decode(data, exp / enc)
-    for enc in HYBRID:
-        _bundle_matches_decode(data, exp / f"hybrid_{enc}")
-        summary = json.loads((exp / f"hybrid_{enc}" / "hybrid_summary.json").read_text())
-        import blspeech
-
-        decoding = blspeech.load_bundle(exp / f"hybrid_{enc}" / "final.bundle").decoding
-        assert decoding == {"method": "viterbi", "prior_scale": summary["prior_scale"],
-                            "insertion_penalty": summary["insertion_penalty"]}
 
 
 def test_results_json(recipe):
@@ -242,7 +234,9 @@ def test_hybrid_stages(recipe):
     from blspeech.data.alignments import ctc_path_to_pdfs, read_topology
     from blspeech.io.kaldi import read_int_vectors
 
-    data, exp, stdout = recipe
+    data, exp, _ = recipe
+    stdout = run_recipe(data, exp, "--stage", "8", "--stop-stage", "9", "--aligner",
+                        ENCODERS[0]).stdout
     for split in ("train", "dev", *TESTS):
         ali = exp / ENCODERS[0] / f"ali_{split}"
         topo = read_topology(ali / "topology")
@@ -276,17 +270,24 @@ def test_hybrid_stages(recipe):
         assert rows[enc]["ctc_wer"]["test_real"] == pytest.approx(json.loads(
             (exp / enc / "decode_test_real" / "wer.json").read_text())["wer"], abs=0.01)
         assert f"| {enc} |" in md
+        # The bundle carries the tuned token-loop search.
+        _bundle_matches_decode(data, d)
+        import blspeech
+
+        decoding = blspeech.load_bundle(d / "final.bundle").decoding
+        assert decoding == {"method": "viterbi", "prior_scale": summary["prior_scale"],
+                            "insertion_penalty": summary["insertion_penalty"]}
     assert "# telephony_mini: the HMM-hybrid head" in stdout
 
 
 def test_hybrid_stages_on_gmm_alignments(recipe):
-    """Stages 8-9 with --aligner gmm: a monophone GMM-HMM aligns every split, the hybrid
-    models learn its pdfs, an HLG graph and flashlight's lexicon search (with and without
-    the LM) decode them (tuned on dev), sclite agrees."""
+    """Stages 8-9 of the default run (--aligner gmm): a monophone GMM-HMM aligns every
+    split, the hybrid models learn its pdfs starting from their CTC models' encoders, an
+    HLG graph and flashlight's lexicon search (with and without the LM) decode them (tuned
+    on dev), sclite agrees, and RESULTS.md gets the hybrid head's section and verdict."""
     from blspeech.io.kaldi import read_int_vectors
 
-    data, exp, _ = recipe
-    r = run_recipe(data, exp, "--stage", "8", "--stop-stage", "9", "--aligner", "gmm")
+    data, exp, stdout = recipe
     gmm = exp / "gmm"
     num_pdfs = int((gmm / "num_pdfs").read_text())
     for split, scp in (("train", gmm / "pdf.scp"), ("dev", gmm / "ali_dev" / "pdf.scp"),
@@ -324,9 +325,32 @@ def test_hybrid_stages_on_gmm_alignments(recipe):
                     (d / f"decode_{name}_{t}" / "wer.json").read_text())["wer"], abs=0.01)
         assert rows[enc]["ctc_wer_wfst"]["test_real"] == pytest.approx(json.loads(
             (exp / enc / "decode_wfst_test_real" / "wer.json").read_text())["wer"], abs=0.01)
+        # The hybrid training started from the encoder of the same encoder's CTC model.
+        log = (d / "train.log").read_text()
+        assert f"encoder weights from {exp / enc / 'final.pt'}" in log, log[:2000]
     md = (exp / "RESULTS_hybrid_gmm.md").read_text()
     assert "monophone GMM-HMM" in md and all(f"| {enc} |" in md for enc in HYBRID)
-    assert "# telephony_mini: the HMM-hybrid head" in r.stdout
+    assert "# telephony_mini: the HMM-hybrid head" in stdout
+    # RESULTS.md, written again by stage 9: the hybrid section, MAPSSWE and verdict.
+    results = (exp / "RESULTS.md").read_text()
+    assert "## The HMM-hybrid head (stages 8-9)" in results
+    sig = json.loads((exp / "significance.json").read_text())
+    assert [s["test_set"] for s in sig["mapsswe_hybrid"]] == TESTS
+    for s in sig["mapsswe_hybrid"]:
+        assert s["wer_a"] == pytest.approx(rows[HYBRID[1]]["wer"][s["test_set"]], abs=0.01)
+        assert s["wer_b"] == pytest.approx(rows[HYBRID[0]]["wer"][s["test_set"]], abs=0.01)
+        assert f"{s['test_set']}: **{s['verdict']}**" in " ".join(results.split())
+    assert sorted((s["encoder"], s["test_set"]) for s in sig["hybrid_vs_ctc"]) == sorted(
+        (e, t) for e in HYBRID for t in TESTS)
+    ctc = {r_["encoder"]: r_ for r_ in json.loads((exp / "results.json").read_text())}
+    for s in sig["hybrid_vs_ctc"]:
+        assert s["wer_b"] == pytest.approx(ctc[s["encoder"]]["wer"][s["test_set"]], abs=0.01)
+        assert ctc[s["encoder"]]["wer_hybrid_hlg"][s["test_set"]] == pytest.approx(
+            s["wer_a"], abs=0.01)
+    # A rerun of stages 8-9 keeps the finished alignments, models and decodes.
+    r = run_recipe(data, exp, "--stage", "8", "--stop-stage", "9")
+    assert f"{exp / 'gmm'} is up to date" in r.stdout
+    assert "hybrid_summary.json is up to date" in r.stdout
 
 
 def test_trained_model_decodes_another_data_dir(recipe, tmp_path):

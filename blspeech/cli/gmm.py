@@ -36,7 +36,7 @@ def cmd_align_gmm(args: argparse.Namespace) -> int:
     with _warnings_as_lines("align-gmm"):
         info = align_gmm(args.data_dir, args.exp_dir, lexicon=args.lexicon, oov=args.oov,
                          num_iters=args.num_iters, totgauss=args.totgauss,
-                         align_dirs=args.align_dir, nj=args.nj,
+                         align_dirs=args.align_dir, nj=args.nj, subset=args.subset or 0,
                          progress=_bars(not args.no_progress))
     print(json.dumps({k: v for k, v in info.items() if k != "log_like_per_frame"}))
     return 0
@@ -84,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--totgauss", type=positive, default=1000,
                    help="target number of Gaussians in total (Kaldi: 1000; fewer for a "
                         "small corpus)")
+    p.add_argument("--subset", type=positive, default=None, metavar="N",
+                   help="train on the N shortest utterances (Kaldi's monophone recipes "
+                        "use 2000), then align all of DATA_DIR (default: train on all)")
     p.add_argument("--nj", type=positive, default=1,
                    help="processes for the Viterbi alignment passes (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -33,13 +33,16 @@ def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
               lexicon: str | os.PathLike | None = None, oov: str = "espeak",
               num_iters: int = 40, totgauss: int = 1000,
               align_dirs: Sequence[str | os.PathLike] = (), nj: int = 1,
+              subset: int = 0,
               progress: Callable[[int, int], Callable[[int], None]] | None = None
               ) -> dict[str, Any]:
     """Train a monophone GMM-HMM on ``data_dir`` and write its alignments to ``exp_dir``
     (``ali.*``, ``pdf.*``, ``num_pdfs``, ``skipped.txt``; ``lang/`` with lexicon.txt,
     phones.txt, words.txt and hmm.txt (each phone's pdfs); ``topo``; ``info.json``); each
     of ``align_dirs`` is aligned with the final model into ``exp_dir/ali_<its name>``;
-    ``nj`` processes align.
+    ``nj`` processes align. ``subset`` > 0 trains on that many of the shortest utterances
+    (Kaldi's monophone recipes: ``utils/subset_data_dir.sh --shortest``) and then aligns
+    all of ``data_dir`` with the final model, as Kaldi's align_si.sh does.
     ``progress(total, pass)`` returns a callback taking a count of utterances done.
     Returns the summary written to info.json.
     """
@@ -60,17 +63,28 @@ def align_gmm(data_dir: str | os.PathLike, exp_dir: str | os.PathLike, *,
     write_lang(os.path.join(exp, "lang"), lex, phones)
     prons, skipped = transcripts_to_prons(texts[os.fspath(data_dir)], lex)
     feats = gmm_features(data_dir, sorted(prons, key=str.encode))
-    n = len(prons)
+    train = prons
+    if 0 < subset < len(prons):
+        # Shortest first, ties by name: the same subset on every run.
+        shortest = sorted(prons, key=lambda u: (len(feats[u]), u.encode()))[:subset]
+        train = {u: prons[u] for u in shortest}
+    n = len(train)
     tick = progress(n * (num_iters + 1), 0) if progress else None
-    result = train_mono(feats, prons, phones, num_iters=num_iters, totgauss=totgauss,
+    result = train_mono(feats, train, phones, num_iters=num_iters, totgauss=totgauss,
                         progress=tick, nj=nj)
     _warn_skipped(skipped, "")
-    skipped.update(result.skipped)
+    if train is prons:
+        skipped.update(result.skipped)
+    else:  # the final model aligns every utterance; train_mono warned of its own failures
+        tick = progress(len(prons), 1) if progress else None
+        result.alignments, failed = align_all(result.model, feats, prons, tick, nj)
+        _warn_skipped({u: r for u, r in failed.items() if u not in result.skipped}, "")
+        skipped.update(failed)
     _write_model_files(exp, phones, result.model)
     info: dict[str, Any] = {
         "data_dir": os.fspath(data_dir), "phones": len(phones),
         "num_pdfs": result.model.num_pdfs, "gaussians": int(result.model.am.num_gauss),
-        "num_iters": num_iters, "totgauss": totgauss,
+        "num_iters": num_iters, "totgauss": totgauss, "trained_on": n,
         "log_like_per_frame": [round(x, 4) for x in result.log_like],
         "lexicon_sources": {s: sum(1 for v in source.values() if v == s)
                             for s in sorted(set(source.values()))},

@@ -15,7 +15,7 @@ the :data:`DEFAULTS`)::
     training:  {epochs, grad_clip, amp: none|bf16|fp16, accum_grad, seed, loss_norm,
                 log_interval, save_every_n_steps, keep_last_n, average_last_n,
                 early_stopping_patience, select_by: dev_loss|dev_wer, max_steps,
-                channels_last}
+                channels_last, init_encoder}
 
 ``model.num_mel_bins`` defaults to the feature dimension of the training data. Speed
 perturbation is done on the data dir beforehand (``blspeech perturb-speed``). Unknown
@@ -96,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
         "select_by": "dev_loss",         # metric for best.pt and early stopping
         "max_steps": 0,                  # stop after this many optimizer steps (0: no limit)
         "channels_last": False,          # 2-D conv weights and activations in NHWC layout
+        "init_encoder": None,            # checkpoint whose encoder weights start the run
     },
 }
 
@@ -185,6 +186,8 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "training.select_by": _choice("dev_loss", "dev_wer"),
     "training.max_steps": _int(0),
     "training.channels_last": _bool,
+    "training.init_encoder": lambda v: None if v is None or isinstance(v, str) else
+    "must be null or the path of a 'blspeech train' checkpoint",
 }
 
 

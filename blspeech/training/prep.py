@@ -145,7 +145,33 @@ def prepare(cfg: dict[str, Any], train_dir: str, dev_dir: str, tokenizer_dir: st
         total_steps=total_steps)
     if resume:
         prep.ckpt = _checkpoint_to_resume(prep)
+    if prep.ckpt is None and t["init_encoder"]:  # a resumed run has its own weights
+        init_encoder(model, t["init_encoder"])
     return prep
+
+
+def init_encoder(model: CTCModel | HybridModel, path: str) -> None:
+    """Copy the encoder weights of the checkpoint ``path`` into ``model.encoder``.
+
+    ESPnet's ``--init_param`` for the encoder: a hybrid head can start from a CTC model's
+    encoder (or the reverse); the head keeps its fresh initialization. The encoders must
+    be built alike (same registry name and shape options).
+    """
+    ckpt = load_checkpoint(path)
+    source = (ckpt["model_config"] or {}).get("encoder", {}).get("name")
+    target = model.encoder.config.get("name")
+    if source != target:
+        raise UserError(f"training.init_encoder: {path} holds a {source or 'non-speech'} "
+                        f"encoder, but this run trains {target}; name a checkpoint of the "
+                        "same model")
+    prefix = "encoder."
+    state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
+    try:
+        model.encoder.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise UserError(f"training.init_encoder: the encoder weights of {path} do not fit "
+                        f"this run's {target} (different model options?): {first}") from None
 
 
 def _check_run_inputs(cfg: Mapping[str, Any], device: str | None, local_rank: int,

@@ -207,6 +207,8 @@ class _Run(EpochLoop):
         log.info("%d batches per epoch and rank, %d optimizer steps per epoch, global batch "
                  "%d x %d batches of <= %d frames", p.batches_per_epoch, p.steps_per_epoch,
                  ctx.world_size, t["accum_grad"], self.cfg["data"]["max_frames"])
+        if fresh and t["init_encoder"]:
+            log.info("encoder weights from %s (training.init_encoder)", t["init_encoder"])
         try:
             return self._loop()
         finally:

@@ -36,20 +36,23 @@
 #      against --baseline per test set, and the mean and spread over seeds),
 #      EXP/results.json, EXP/tradeoff.png and EXP/learning_curves.png (dev WER
 #      against training wall minutes)
-#   8  HMM-hybrid head: CTC forced alignment of every split with EXP/<aligner>/final.pt
-#      turned into token-topology frame targets (EXP/<aligner>/ali_<split>/pdf.scp), then
-#      each encoder of --hybrid-encoders trained on them with --hybrid-config
-#      (EXP/hybrid_<encoder>/, final.pt by dev loss). With --aligner gmm: a monophone
-#      GMM-HMM ('blspeech align-gmm', EXP/gmm/) aligns every split and its pdfs are the
-#      targets (EXP/hybrid_gmm_<encoder>/, conf/hybrid_gmm.yaml)
-#   9  hybrid decoding: prior scale and token insertion penalty tuned on dev, Viterbi
-#      decoding of the test sets, NIST sclite, frame accuracy against the aligner's
-#      targets (EXP/hybrid_<encoder>/hybrid_summary.json, final.bundle with the tuned
-#      search settings); EXP/RESULTS_hybrid.md. With --aligner gmm: an HLG graph of the
-#      GMM's HMMs, its lexicon and the 3-gram LM (EXP/gmm/graph), prior and acoustic
-#      scale tuned on dev, WFST decoding, and flashlight's lexicon search over the phones
-#      with and without the LM, tuned on dev (local/hybrid_gmm_decode.py; decode_SET,
-#      decode_lm_SET, decode_nolm_SET); EXP/RESULTS_hybrid_gmm.md
+#   8  HMM-hybrid head: a monophone GMM-HMM ('blspeech align-gmm', EXP/gmm/) trained on
+#      train aligns every split; each encoder of --hybrid-encoders is trained on its pdfs
+#      with --hybrid-config (conf/hybrid_gmm.yaml), starting from the encoder of its CTC
+#      model of stage 3 (--hybrid-init), in EXP/hybrid_gmm_<encoder>/ (final.pt by dev
+#      loss). With --aligner <CTC model>: that model's forced alignments turned into
+#      token-topology targets (EXP/<aligner>/ali_<split>/pdf.scp, EXP/hybrid_<encoder>/,
+#      conf/hybrid.yaml)
+#   9  hybrid decoding: an HLG graph of the GMM's HMMs, its lexicon and the 3-gram LM
+#      (EXP/gmm/graph), prior and acoustic scale tuned on dev, WFST decoding, and
+#      flashlight's lexicon search over the phones with and without the LM, tuned on dev
+#      (local/hybrid_gmm_decode.py; decode_SET, decode_lm_SET, decode_nolm_SET), frame
+#      accuracy against the GMM's alignments; EXP/RESULTS_hybrid_gmm.md, and the report
+#      of stage 7 again with the hybrid head's section (WERs, MAPSSWE of bL against the
+#      baseline and of the hybrid against the CTC head). With --aligner <CTC model>:
+#      prior scale and token insertion penalty tuned on dev, Viterbi decoding over the
+#      token loop, NIST sclite (EXP/hybrid_<encoder>/hybrid_summary.json, final.bundle
+#      with the tuned search settings); EXP/RESULTS_hybrid.md
 #
 # Every stage can be re-run and an interrupted run resumes: the corpus, feature and
 # decoding stages keep finished work, training continues from EXP/<encoder>/last.pt, and
@@ -57,8 +60,7 @@
 #
 # Options (default in brackets):
 #   --stage N             first stage to run [0]
-#   --stop-stage N        last stage to run; 8-9 (the hybrid head) run only when asked
-#                         for, e.g. --stage 8 --stop-stage 9 [7]
+#   --stop-stage N        last stage to run [9; 7 with --quick true]
 #   --quick true|false    a first look in a few minutes: small corpus, 3 epochs, 20 warm-up
 #                         steps, results in DATA/quick and EXP/quick (a smoke test of the
 #                         pipeline: its models are too undertrained to transcribe) [false]
@@ -83,8 +85,11 @@
 #                         conf/ctc_<encoder>.yaml [conf/ctc.yaml]
 #   --hybrid-encoders "A B ..."  encoders trained with the hybrid head in stage 8
 #                         [resnet_am_mini bl_resnet_am_mini]
-#   --aligner NAME        CTC model whose forced alignments give the hybrid targets, or
-#                         gmm: a monophone GMM-HMM's alignments [the --baseline]
+#   --aligner NAME        gmm: a monophone GMM-HMM's alignments give the hybrid targets;
+#                         or a CTC model of --encoders: its forced alignments [gmm]
+#   --hybrid-init true|false  each hybrid training starts from the encoder of the same
+#                         encoder's CTC model (EXP/<encoder>/final.pt) where stage 3
+#                         trained one (training.init_encoder) [true]
 #   --hybrid-config YAML  hybrid training recipe [conf/hybrid.yaml; with --aligner gmm
 #                         conf/hybrid_gmm.yaml]
 #   --wfst true|false     WFST decoding in stage 4 (needs the 'wfst' extra) [true]
@@ -119,7 +124,7 @@
 set -euo pipefail
 
 stage=0
-stop_stage=7
+stop_stage=
 quick=false
 device=cpu
 nj=2
@@ -130,7 +135,8 @@ baseline=resnet_am_mini
 candidate=bl_resnet_am_mini
 config=conf/ctc.yaml
 hybrid_encoders="resnet_am_mini bl_resnet_am_mini"
-aligner=
+aligner=gmm
+hybrid_init=true
 hybrid_config=
 vocab_size=128
 wfst=true
@@ -168,12 +174,13 @@ blspeech() { "$PYTHON" -m blspeech "$@"; }
 
 read -r -a encoder_list <<< "$encoders"
 read -r -a hybrid_list <<< "$hybrid_encoders"
-aligner=${aligner:-$baseline}
 read -r -a extra_train <<< "$train_args"
 read -r -a extra_corpus <<< "$corpus_args"
 (( ${#encoder_list[@]} > 0 )) || die "--encoders is empty"
 [[ $seeds =~ ^[1-9][0-9]*$ ]] || die "--seeds must be a positive integer, got '$seeds'"
 [[ $wfst == true || $wfst == false ]] || die "--wfst must be true or false, got '$wfst'"
+[[ $hybrid_init == true || $hybrid_init == false ]] \
+  || die "--hybrid-init must be true or false, got '$hybrid_init'"
 # A run is one training of an encoder with one seed: seed 0 in EXP/<encoder>, seed k in
 # EXP/<encoder>_seed<k>. Seed by seed, so that the encoders train side by side.
 runs=("${encoder_list[@]}")
@@ -184,6 +191,10 @@ run_encoder() { echo "${1%_seed*}"; }
 run_seed() { [[ $1 == *_seed* ]] && echo "${1##*_seed}" || echo 0; }
 test_sets=(test_real test_synth)
 splits=(train dev "${test_sets[@]}")
+# --quick stops before the hybrid head: a first look stays within a few minutes.
+if [[ -z $stop_stage ]]; then
+  [[ $quick == true ]] && stop_stage=7 || stop_stage=9
+fi
 if [[ $quick == true ]]; then
   data_dir=$data_dir/quick
   exp_dir=$exp_dir/quick
@@ -417,21 +428,32 @@ if (( stage <= 6 && 6 <= stop_stage )); then
   fi
 fi
 
-if (( stage <= 7 && 7 <= stop_stage )); then
-  echo "stage 7: report"
+# EXP/RESULTS.md; stage 9 writes it again with the hybrid head's section (GMM aligner).
+report() {
   "$PYTHON" local/make_report.py --data-dir "$data_dir" --exp-dir "$exp_dir" \
     --encoders "${encoder_list[*]}" --baseline "$baseline" --candidate "$candidate" \
     --test-sets "${test_sets[*]}" --device "$device" --seeds "$seeds" \
     --decodings "${decodings[*]}" \
-    --train-set "$train_set" --train-jobs "$train_jobs"
+    --train-set "$train_set" --train-jobs "$train_jobs" "$@"
+}
+
+if (( stage <= 7 && 7 <= stop_stage )); then
+  echo "stage 7: report"
+  report
 fi
 
 # One hybrid training of stage 8 in DIR = EXP/<hybrid prefix><encoder>.
 hybrid_run() {
   local hexp=$1 enc=${1##*/"$hybrid_prefix"}
   echo "stage 8: training $enc with the hybrid head ($hybrid_config) in $hexp"
+  local init=()
+  if [[ $hybrid_init == true && -f $exp_dir/$enc/final.pt ]]; then
+    init=(--set "training.init_encoder=$exp_dir/$enc/final.pt")
+    echo "stage 8: $enc starts from the encoder of $exp_dir/$enc/final.pt"
+  fi
   OMP_NUM_THREADS=$train_threads blspeech train --config "$hybrid_config" \
     --set "model.name=$enc" ${hybrid_overrides[@]+"${hybrid_overrides[@]}"} \
+    ${init[@]+"${init[@]}"} \
     ${train_overrides[@]+"${train_overrides[@]}"} \
     --train-dir "$data_dir/train" --dev-dir "$data_dir/dev" --tokenizer-dir "$lang" \
     --train-ali "scp:$(ali_scp train)" --dev-ali "scp:$(ali_scp dev)" \
@@ -502,4 +524,8 @@ d = json.load(open(sys.argv[1])); print(d["prior_scale"], d["insertion_penalty"]
   "$PYTHON" local/hybrid_report.py --exp-dir "$exp_dir" --encoders "${hybrid_list[*]}" \
     --ctc-encoders "${encoder_list[*]}" --aligner "$aligner" --test-sets "${test_sets[*]}" \
     --prefix "$hybrid_prefix"
+  if [[ $aligner == gmm ]]; then
+    echo "stage 9: $exp_dir/RESULTS.md with the hybrid head's section"
+    report --hybrid-prefix "$hybrid_prefix" > /dev/null
+  fi
 fi

@@ -178,20 +178,106 @@ def encoder_row(exp: str, enc: str, efficiency: dict, test_sets: list[str],
 def significance(data_dir: str, exp: str, baseline: str, candidate: str,
                  test_sets: list[str], decodings: list[str]) -> list[dict]:
     """MAPSSWE of the candidate (A) against the baseline (B) per test set and decoding."""
+    return mapsswe_tests(data_dir, exp, candidate, baseline, test_sets,
+                         [(DECODINGS[p][0], p, p) for p in decodings])
+
+
+def mapsswe_tests(data_dir: str, exp: str, run_a: str, run_b: str, test_sets: list[str],
+                  folders: list[tuple[str, str, str]]) -> list[dict]:
+    """MAPSSWE of EXP/RUN_A against EXP/RUN_B per test set and (decoding name, A's decode
+    folder prefix, B's prefix), on the texts normalized as B's wer.json was scored."""
     results = []
     for t in test_sets:
-        for decoding, d in ((DECODINGS[p][0], f"{p}_{t}") for p in decodings):
-            details = load_json(os.path.join(exp, baseline, d, "wer.json"), "stage 4")
+        for decoding, pa, pb in folders:
+            details = load_json(os.path.join(exp, run_b, f"{pb}_{t}", "wer.json"),
+                                "the decoding stage")
             norm = TextNormalizer(**details["normalizer"])
             refs = {k: norm(e.value) for k, e in read_table(
                 os.path.join(data_dir, t, "text"), allow_empty_value=True).items()}
             hyps = [{k: norm(e.value) for k, e in read_table(
-                os.path.join(exp, m, d, "text"), allow_empty_value=True).items()}
-                for m in (candidate, baseline)]
+                os.path.join(exp, run, f"{prefix}_{t}", "text"),
+                allow_empty_value=True).items()} for run, prefix in ((run_a, pa), (run_b, pb))]
             r = mapsswe(refs, *hyps)
             results.append({"test_set": t, "decoding": decoding, **r.to_dict(),
                             "verdict": VERDICTS[r.verdict()]})
     return results
+
+
+def hybrid_rows(exp: str, prefix: str, encoders: list[str], test_sets: list[str]
+                ) -> list[dict]:
+    """The hybrid models of stages 8-9 (EXP/<prefix><encoder>) that have been decoded:
+    HLG (WFST) WERs, flashlight's lexicon search with and without the LM, training time."""
+    rows = []
+    for enc in encoders:
+        run = prefix + enc
+        path = os.path.join(exp, run, "hybrid_summary.json")
+        if not os.path.isfile(path):
+            continue
+        summary = load_json(path, "stage 9")
+        metrics = read_metrics(exp, run)
+        with open(os.path.join(exp, run, "config.yaml"), encoding="utf-8") as f:
+            config = yaml.safe_load(f)
+        lexicon = summary.get("lexicon") or {}
+        rows.append({
+            "encoder": enc, "run": run,
+            "wer_hlg": {t: round(summary["sets"][t]["wer"], 2) for t in test_sets},
+            **{f"wer_{n}": {t: round(lexicon[n]["wer"][t], 2) for t in test_sets}
+               for n in ("nolm", "lm") if n in lexicon},
+            "dev_wer_hlg": summary["dev_wer"],
+            "frame_acc": {k: v["frame_acc"] for k, v in summary["sets"].items()},
+            "epochs": len(metrics),
+            "train_seconds": round(sum(m["seconds"] for m in metrics), 1),
+            "init_encoder": config["training"].get("init_encoder")})
+    return rows
+
+
+def hybrid_md(hrows: list[dict], rows: list[dict], sig: list[dict], vs_ctc: list[dict],
+              baseline: str, candidate: str, test_sets: list[str]) -> str:
+    """The hybrid head's section: WERs beside the CTC head's, MAPSSWE and the verdict."""
+    ctc = {r["encoder"]: r for r in rows}
+    chosen = rows[0]["decoding"]
+    init = any(h["init_encoder"] for h in hrows)
+    lines = ["## The HMM-hybrid head (stages 8-9)", "", fill(f"""The same encoders with a
+             hybrid head: frame cross-entropy on the pdfs of a monophone GMM-HMM's
+             alignments (`blspeech align-gmm`),
+             {"starting from each encoder's CTC model (`training.init_encoder`), "
+              if init else ""}decoded by Kaldi's decoder on an HLG graph of the GMM's HMMs,
+             the lexicon and the same 3-gram LM ("HLG"; prior and acoustic scale tuned on
+             dev); "no LM" / "LM": flashlight's lexicon search over the phones without / with
+             the LM. Details: `RESULTS_hybrid_gmm.md`."""), "",
+             "| encoder | " + " | ".join(f"{t} no LM / LM / **HLG** %" for t in test_sets)
+             + f" | dev HLG % | epochs, train min | CTC {chosen} " + " / ".join(test_sets)
+             + " % |", "|---|" + "---|" * len(test_sets) + "---:|---|---|"]
+    for h in hrows:
+        cells = [h["encoder"]] + [" / ".join(
+            [*(f"{h[f'wer_{n}'][t]:.2f}" if f"wer_{n}" in h else "n/a"
+               for n in ("nolm", "lm")), f"**{h['wer_hlg'][t]:.2f}**"]) for t in test_sets]
+        cells += [f"{h['dev_wer_hlg']:.2f}", f"{h['epochs']}, {h['train_seconds'] / 60:.1f}",
+                  " / ".join(f"{ctc[h['encoder']]['wer'][t]:.2f}" for t in test_sets)
+                  if h["encoder"] in ctc else "n/a"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| comparison | test set | WER A | WER B | Z | p | verdict |",
+              "|---|---|---:|---:|---:|---:|---|"]
+    compared = [(f"{candidate} (A) vs {baseline} (B), HLG", s, s["verdict"]) for s in sig]
+    compared += [(f"{s['encoder']}: hybrid HLG (A) vs CTC {chosen} (B)", s,
+                  s["verdict"].replace("bL", "the hybrid")) for s in vs_ctc]
+    for label, s, verdict in compared:
+        lines.append(f"| {label} | {s['test_set']} | {s['wer_a']:.2f} | {s['wer_b']:.2f} | "
+                     f"{s['z']:.2f} | {s['p_value']:.3g} | {verdict} |")
+    if sig:
+        by = {r["encoder"]: r for r in rows}
+        b, c = by.get(baseline), by.get(candidate)
+        ratios = ""
+        if b and c:
+            rtf = c.get("rtf_ratio_cpu", c["rtf_cpu"] / b["rtf_cpu"])
+            flops = c["gflops_per_sec"] / b["gflops_per_sec"]
+            ratios = (f"; the encoders' FLOPs ratio {flops:.3f}x "
+                      f"and CPU RTF ratio {rtf:.3f}x (stage 6, CTC heads: the hybrid head is "
+                      "a linear layer of about the same size)")
+        verdicts = "; ".join(f"{s['test_set']}: **{s['verdict']}**" for s in sig)
+        lines += ["", fill(f"""Verdict, hybrid heads (HLG search, the recipe's best path;
+                  MAPSSWE, p < 0.05): {verdicts}{ratios}.""")]
+    return "\n".join(lines) + "\n"
 
 
 def seed_rows(exp: str, encoders: list[str], seeds: int, test_sets: list[str],
@@ -350,6 +436,9 @@ def main() -> int:
     p.add_argument("--decodings", default="decode decode_lm",
                    help="stage 4's decode folder prefixes, space-separated, of: "
                    + " ".join(DECODINGS) + " (default: %(default)s)")
+    p.add_argument("--hybrid-prefix", default="",
+                   help="with the hybrid models of stages 8-9 in EXP/<prefix><encoder> "
+                   "(e.g. hybrid_gmm_): their section, MAPSSWE and verdict (default: none)")
     args = p.parse_args()
     exp, encoders, test_sets = args.exp_dir, args.encoders.split(), args.test_sets.split()
     decodings = args.decodings.split()
@@ -374,6 +463,19 @@ def main() -> int:
                             decodings) if compared else [])
         seeds = (seed_rows(exp, encoders, args.seeds, test_sets, decodings)
                  if args.seeds > 1 else [])
+        hrows = (hybrid_rows(exp, args.hybrid_prefix, encoders, test_sets)
+                 if args.hybrid_prefix else [])
+        hybrid = {h["encoder"]: h for h in hrows}
+        hsig = (mapsswe_tests(args.data_dir, exp, hybrid[args.candidate]["run"],
+                              hybrid[args.baseline]["run"], test_sets,
+                              [("HLG", "decode", "decode")])
+                if args.baseline in hybrid and args.candidate in hybrid else [])
+        vs_ctc = [{**s, "encoder": h["encoder"]} for h in hrows for s in mapsswe_tests(
+            args.data_dir, exp, h["run"], h["encoder"], test_sets,
+            [(f"hybrid HLG vs CTC {chosen}", "decode", prefix)])]
+        for r in rows:
+            if r["encoder"] in hybrid:
+                r["wer_hybrid_hlg"] = hybrid[r["encoder"]]["wer_hlg"]
         plot_curves(exp, {e: [e] + [f"{e}_seed{k}" for k in range(1, args.seeds)]
                           for e in encoders}, os.path.join(exp, "learning_curves.png"))
     except (UserError, OSError) as e:
@@ -428,6 +530,9 @@ def main() -> int:
     epilogue = "\n" + decodings_md(rows, test_sets, names)
     if sig:
         epilogue += "\n" + significance_md(sig, rows, args.baseline, args.candidate)
+    if hrows:
+        epilogue += "\n" + hybrid_md(hrows, rows, hsig, vs_ctc, args.baseline,
+                                     args.candidate, test_sets)
     if seeds:
         epilogue += "\n" + seeds_md(seeds, args.seeds)
     epilogue += ("\n![dev WER against training wall minutes](learning_curves.png)\n"
@@ -449,7 +554,8 @@ def main() -> int:
         paths = write_report(rows, exp, test_sets, baseline=args.baseline,
                              candidate=args.candidate, preamble=preamble, epilogue=epilogue)
         with atomic_write(os.path.join(exp, "significance.json")) as f:
-            json.dump({"mapsswe": sig, "seeds": seeds}, f, indent=2)
+            json.dump({"mapsswe": sig, "seeds": seeds, "hybrid": hrows,
+                       "mapsswe_hybrid": hsig, "hybrid_vs_ctc": vs_ctc}, f, indent=2)
             f.write("\n")
     except UserError as e:
         print(f"{sys.argv[0]}: error: {e}", file=sys.stderr)
