@@ -212,6 +212,29 @@ def test_parallel_alignment_gives_the_same_alignments(aligned, tmp_path):
     assert one.keys() == two.keys() and all(np.array_equal(one[u], two[u]) for u in one)
 
 
+def test_subset_trains_on_the_shortest_and_aligns_every_utterance(aligned, tmp_path):
+    """--subset N (Kaldi's subset_data_dir.sh --shortest): the model learns from the N
+    shortest utterances; every utterance of the data dir is then aligned with it."""
+    data = aligned[0]
+    frames = {u: int(n) for u, n in (ln.split() for ln in
+                                     (data / "utt2num_frames").read_text().splitlines())}
+    with pytest.warns(UserWarning, match="skipped"):
+        info = align_gmm(data, tmp_path / "sub", oov="none", num_iters=3, totgauss=100,
+                         subset=3)
+    assert info["trained_on"] == 3
+    # The same 6 alignable utterances as training on everything; the short one still fails.
+    assert info["train"]["aligned"] == 6 and info["train"]["skipped"] == 2
+    alis = dict(read_int_vectors(f"scp:{tmp_path / 'sub' / 'ali.scp'}"))
+    assert len(alis) == 6 and all(len(a) == frames[u] for u, a in alis.items())
+    listed = (tmp_path / "sub" / "skipped.txt").read_text()
+    assert OOV_UTT in listed and LONG_UTT in listed
+    # A smaller training set gives another model: some alignment differs from a full run.
+    with pytest.warns(UserWarning, match="skipped"):
+        align_gmm(data, tmp_path / "all", oov="none", num_iters=3, totgauss=100)
+    full = dict(read_int_vectors(f"scp:{tmp_path / 'all' / 'ali.scp'}"))
+    assert any(not np.array_equal(full[u], alis[u]) for u in alis)
+
+
 # --- the HLG graph of the aligner's HMMs, for hybrid models ---------------------------------
 
 

@@ -2,7 +2,8 @@
 # telephony_mini: build an 8 kHz telephone-speech corpus from Debian packages, train the
 # baseline ResNet and the bL-ResNet with one CTC recipe (peer encoders on request), decode
 # greedily and with a word n-gram LM, score, test the difference for significance, and
-# compare accuracy against compute.
+# compare accuracy against compute; then fine-tune both with an HMM-hybrid head on a
+# monophone GMM-HMM's alignments and decode them with an HLG graph of the same LM.
 #
 # Usage: recipes/telephony_mini/run.sh [options]
 #
@@ -494,32 +495,45 @@ the --aligner ($aligner) in stage 3 first"
   in_parallel 8 hybrid_run "hybrid training" "${hybrid_list[@]/#/$exp_dir/$hybrid_prefix}"
 fi
 
+# Stage 9 for one hybrid model in DIR = EXP/<hybrid prefix><encoder>: tuning on dev,
+# decoding, frame accuracy and sclite (the models are decoded at the same time).
+hybrid_decode_run() {
+  local hexp=$1
+  if [[ -f $hexp/hybrid_summary.json && $hexp/hybrid_summary.json -nt $hexp/final.pt ]]; then
+    echo "stage 9: $hexp/hybrid_summary.json is up to date"
+    return
+  elif [[ $aligner == gmm ]]; then
+    echo "stage 9: tuning on dev, WFST and lexicon decoding, frame accuracy of $hexp"
+    OMP_NUM_THREADS=$train_threads "$PYTHON" local/hybrid_gmm_decode.py \
+      --model "$hexp/final.pt" --data-dir "$data_dir" --gmm-dir "$ali_root" --lm "$lm" \
+      --test-sets "${test_sets[*]}" --device "$device"
+  else
+    echo "stage 9: tuning on dev, decoding and frame accuracy of $hexp/final.pt"
+    OMP_NUM_THREADS=$train_threads "$PYTHON" local/hybrid_decode.py --model "$hexp/final.pt" \
+      --data-dir "$data_dir" --ali-dir "$ali_root" --test-sets "${test_sets[*]}" \
+      --device "$device"
+  fi
+  for t in "${test_sets[@]}"; do
+    "$PYTHON" local/score_sclite.py "$data_dir/$t" "$hexp/decode_$t"
+  done
+  # A bundle holds a token-loop search's settings; an HLG search needs its graph dir.
+  [[ $aligner == gmm ]] && return
+  read -r prior_scale penalty < <("$PYTHON" -c 'import json, sys
+d = json.load(open(sys.argv[1])); print(d["prior_scale"], d["insertion_penalty"])' \
+    "$hexp/hybrid_summary.json")
+  blspeech make-bundle "$hexp/final.pt" "$hexp/final.bundle" --prior-scale "$prior_scale" \
+    --insertion-penalty "$penalty" > /dev/null
+}
+
 if (( stage <= 9 && 9 <= stop_stage )); then
   for enc in "${hybrid_list[@]}"; do stage_needs 9 8 "$exp_dir/$hybrid_prefix$enc/final.pt"; done
-  for enc in "${hybrid_list[@]}"; do
-    hexp=$exp_dir/$hybrid_prefix$enc
-    if [[ -f $hexp/hybrid_summary.json && $hexp/hybrid_summary.json -nt $hexp/final.pt ]]; then
-      echo "stage 9: $hexp/hybrid_summary.json is up to date"
-    elif [[ $aligner == gmm ]]; then
-      echo "stage 9: HLG graph, tuning on dev, WFST and lexicon decoding, frame accuracy of $hexp"
-      "$PYTHON" local/hybrid_gmm_decode.py --model "$hexp/final.pt" --data-dir "$data_dir" \
-        --gmm-dir "$ali_root" --lm "$lm" --test-sets "${test_sets[*]}" --device "$device"
-    else
-      echo "stage 9: tuning on dev, decoding and frame accuracy of $hexp/final.pt"
-      "$PYTHON" local/hybrid_decode.py --model "$hexp/final.pt" --data-dir "$data_dir" \
-        --ali-dir "$ali_root" --test-sets "${test_sets[*]}" --device "$device"
-    fi
-    for t in "${test_sets[@]}"; do
-      "$PYTHON" local/score_sclite.py "$data_dir/$t" "$hexp/decode_$t"
-    done
-    # A bundle holds a token-loop search's settings; an HLG search needs its graph dir.
-    [[ $aligner == gmm ]] && continue
-    read -r prior_scale penalty < <("$PYTHON" -c 'import json, sys
-d = json.load(open(sys.argv[1])); print(d["prior_scale"], d["insertion_penalty"])' \
-      "$hexp/hybrid_summary.json")
-    blspeech make-bundle "$hexp/final.pt" "$hexp/final.bundle" --prior-scale "$prior_scale" \
-      --insertion-penalty "$penalty" > /dev/null
-  done
+  if [[ $aligner == gmm ]]; then
+    echo "stage 9: HLG graph of the GMM's HMMs, lexicon and LM in $ali_root/graph"
+    "$PYTHON" local/hybrid_gmm_decode.py --graph-only --model unused --data-dir "$data_dir" \
+      --gmm-dir "$ali_root" --lm "$lm" --test-sets "${test_sets[*]}"
+  fi
+  in_parallel 9 hybrid_decode_run "hybrid decoding" \
+    "${hybrid_list[@]/#/$exp_dir/$hybrid_prefix}"
   echo "stage 9: report"
   "$PYTHON" local/hybrid_report.py --exp-dir "$exp_dir" --encoders "${hybrid_list[*]}" \
     --ctc-encoders "${encoder_list[*]}" --aligner "$aligner" --test-sets "${test_sets[*]}" \

@@ -140,9 +140,15 @@ def main() -> int:
                     default=[-12.0, -8.0, -4.0, -2.0])
     ap.add_argument("--beam", type=int, default=128, help="flashlight beam (default: 128)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--graph-only", action="store_true",
+                    help="only build GMM_DIR/graph (run.sh does, before decoding the models "
+                    "at the same time); --model and --test-sets are then ignored")
     args = ap.parse_args()
     exp = os.path.dirname(args.model)
     try:
+        if args.graph_only:
+            ensure_graph(args.gmm_dir, args.lm)
+            return 0
         bundle = load_acoustic_model(args.model, args.device)
         if not bundle.is_hybrid or bundle.model.topology is not None:
             raise UserError(f"{args.model} is not a hybrid model over a GMM's pdfs")

@@ -134,7 +134,7 @@ def main() -> int:
             cells += [pct(r["ctc_wer"][t]) if r["ctc_wer"] else "n/a" for t in tests]
             cells += [str(r["prior_scale"]), str(r["insertion_penalty"])]
         lines.append("| " + " | ".join(cells) + " |")
-    option = " --aligner gmm" if gmm else ""
+    option = "" if gmm else f" --aligner {args.aligner}"  # gmm: run.sh's default
     lines += ["", f"Reproduce: `recipes/telephony_mini/run.sh --stage 8 --stop-stage 9{option}` "
               "(after stages 0-4).", ""]
     text = "\n".join(lines)
