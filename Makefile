@@ -1,7 +1,7 @@
 # blspeech: the README's commands. Each target sets up what it needs.
 #   make test   - create/refresh .venv, install Debian packages (as root), run the test suite
 #                 (PYTEST_WORKERS=0: no worker processes; PYTEST_ARGS: more pytest options)
-#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (39 minutes
+#   make demo   - the embedded recipe end to end: recipes/telephony_mini/run.sh (58.5 minutes
 #                 on 2 CPU cores with AVX2 kernels); DEMO_ARGS passes options, e.g.
 #                 make demo DEMO_ARGS="--quick true"   or   DEMO_ARGS="--device cuda"
 #   make demo-quick - the same with --quick true (a few minutes, small corpus)

@@ -216,8 +216,8 @@ def test_subset_trains_on_the_shortest_and_aligns_every_utterance(aligned, tmp_p
     """--subset N (Kaldi's subset_data_dir.sh --shortest): the model learns from the N
     shortest utterances; every utterance of the data dir is then aligned with it."""
     data = aligned[0]
-    frames = {u: int(n) for u, n in (ln.split() for ln in
-                                     (data / "utt2num_frames").read_text().splitlines())}
+    wavs = dict(ln.split(maxsplit=1) for ln in (data / "wav.scp").read_text().splitlines())
+    frames = {u: _frames(w) for u, w in wavs.items()}
     with pytest.warns(UserWarning, match="skipped"):
         info = align_gmm(data, tmp_path / "sub", oov="none", num_iters=3, totgauss=100,
                          subset=3)
