@@ -406,7 +406,8 @@ def test_init_encoder_starts_from_another_runs_encoder(corpus, hybrid_exp, tmp_p
          "trains resnet_am_tiny"),
         (["--set", f"training.init_encoder={exp / 'best.pt'}", "--set", "model.alpha=4"],
          "do not fit this run's bl_resnet_am_tiny"),
-        (["--set", f"training.init_encoder={tmp_path / 'none.pt'}"], "does not exist"),
+        (["--set", f"training.init_encoder={tmp_path / 'none.pt'}"],
+         f"training.init_encoder: checkpoint {tmp_path / 'none.pt'} does not exist"),
     ]:
         assert cli_main(base + extra) == 2, extra
         err = capsys.readouterr().err

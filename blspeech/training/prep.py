@@ -157,7 +157,10 @@ def init_encoder(model: CTCModel | HybridModel, path: str) -> None:
     encoder (or the reverse); the head keeps its fresh initialization. The encoders must
     be built alike (same registry name and shape options).
     """
-    ckpt = load_checkpoint(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except UserError as e:
+        raise UserError(f"training.init_encoder: {e}") from None
     source = (ckpt["model_config"] or {}).get("encoder", {}).get("name")
     target = model.encoder.config.get("name")
     if source != target:
