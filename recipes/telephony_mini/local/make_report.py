@@ -15,7 +15,11 @@ chosen path's decodes.
 RESULTS.md judges --candidate against --baseline per test set with NIST's MAPSSWE test
 (blspeech.scoring.significance, as SCTK's sc_stats computes it) and, with --seeds N > 1,
 gives each
-encoder's mean and spread over the seeds. Prints the results. Run with --help for the
+encoder's mean and spread over the seeds. With --hybrid-prefix P (run.sh stage 9) it adds
+the hybrid models of stages 8-9 (EXP/<P><encoder>/hybrid_summary.json and decodes): their
+WERs, MAPSSWE of the candidate against the baseline on the HLG decodes and of each hybrid
+model against its CTC model's chosen path, and the verdict (significance.json:
+mapsswe_hybrid, hybrid_vs_ctc). Prints the results. Run with --help for the
 options.
 """
 
