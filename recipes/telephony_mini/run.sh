@@ -529,8 +529,8 @@ if (( stage <= 9 && 9 <= stop_stage )); then
   for enc in "${hybrid_list[@]}"; do stage_needs 9 8 "$exp_dir/$hybrid_prefix$enc/final.pt"; done
   if [[ $aligner == gmm ]]; then
     echo "stage 9: HLG graph of the GMM's HMMs, lexicon and LM in $ali_root/graph"
-    "$PYTHON" local/hybrid_gmm_decode.py --graph-only --model unused --data-dir "$data_dir" \
-      --gmm-dir "$ali_root" --lm "$lm" --test-sets "${test_sets[*]}"
+    "$PYTHON" local/hybrid_gmm_decode.py --graph-only --data-dir "$data_dir" \
+      --gmm-dir "$ali_root" --lm "$lm"
   fi
   in_parallel 9 hybrid_decode_run "hybrid decoding" \
     "${hybrid_list[@]/#/$exp_dir/$hybrid_prefix}"

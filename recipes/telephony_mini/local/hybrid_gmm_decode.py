@@ -7,6 +7,7 @@ Usage: local/hybrid_gmm_decode.py --model EXP/hybrid_gmm_ENC/final.pt --data-dir
            [--prior-scales "0.5 1.0"] [--acoustic-scales "0.4 0.7 1.0"]
            [--word-penalties "0"] [--lm-weights "1.5 2 3 4"] [--word-scores "-6 -4 -2 0"]
            [--nolm-word-scores "-12 -8 -4 -2"] [--beam 128] [--device cpu]
+       local/hybrid_gmm_decode.py --graph-only --data-dir DATA --gmm-dir EXP/gmm --lm LM
 
 1. The HLG graph (``blspeech mkgraph GMM_DIR/lang LM GMM_DIR/graph``: the GMM's phone HMMs
    over its pdfs, its lexicon restricted to the LM's words, the LM) is built unless it is
@@ -126,11 +127,11 @@ def lexicon_decodings(bundle, summary: dict, args: argparse.Namespace, posts: di
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model", help="EXP/hybrid_gmm_ENC/final.pt (all but --graph-only)")
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--gmm-dir", required=True, help="EXP/gmm of 'blspeech align-gmm'")
     ap.add_argument("--lm", required=True, help="ARPA word LM of the training transcripts")
-    ap.add_argument("--test-sets", required=True)
+    ap.add_argument("--test-sets", help="test data dirs' names (all but --graph-only)")
     ap.add_argument("--prior-scales", type=parse_floats, default=[0.5, 1.0])
     ap.add_argument("--acoustic-scales", type=parse_floats, default=[0.4, 0.7, 1.0])
     ap.add_argument("--word-penalties", type=parse_floats, default=[0.0])
@@ -142,9 +143,11 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--graph-only", action="store_true",
                     help="only build GMM_DIR/graph (run.sh does, before decoding the models "
-                    "at the same time); --model and --test-sets are then ignored")
+                    "at the same time)")
     args = ap.parse_args()
-    exp = os.path.dirname(args.model)
+    if not args.graph_only and not (args.model and args.test_sets):
+        ap.error("--model and --test-sets are required (all but --graph-only)")
+    exp = os.path.dirname(args.model or "")
     try:
         if args.graph_only:
             ensure_graph(args.gmm_dir, args.lm)

@@ -257,8 +257,7 @@ def hybrid_md(hrows: list[dict], rows: list[dict], sig: list[dict], vs_ctc: list
             [*(f"{h[f'wer_{n}'][t]:.2f}" if f"wer_{n}" in h else "n/a"
                for n in ("nolm", "lm")), f"**{h['wer_hlg'][t]:.2f}**"]) for t in test_sets]
         cells += [f"{h['dev_wer_hlg']:.2f}", f"{h['epochs']}, {h['train_seconds'] / 60:.1f}",
-                  " / ".join(f"{ctc[h['encoder']]['wer'][t]:.2f}" for t in test_sets)
-                  if h["encoder"] in ctc else "n/a"]
+                  " / ".join(f"{ctc[h['encoder']]['wer'][t]:.2f}" for t in test_sets)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| comparison | test set | WER A | WER B | Z | p | verdict |",
               "|---|---|---:|---:|---:|---:|---|"]
